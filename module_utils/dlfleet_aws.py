@@ -1,0 +1,115 @@
+# Shared AWS plumbing for dlfleet modules: clients with retries, fleet tags, instance-type data.
+# Thin wrappers, one per AWS call; "not found" is decided here once, not in each module.
+from __future__ import annotations
+
+import re
+from typing import Any
+
+from ansible_collections.amazon.aws.plugins.module_utils.retries import AWSRetry
+from ansible_collections.amazon.aws.plugins.module_utils.tagging import (
+    ansible_dict_to_boto3_tag_list,
+    boto3_tag_list_to_ansible_dict,
+)
+
+TAG_FLEET = "dlfleet:fleet"
+TAG_OWNER = "dlfleet:owner"
+TAG_TTL = "dlfleet:ttl"
+DLFLEET_TAG_KEYS = (TAG_FLEET, TAG_OWNER, TAG_TTL)
+
+# Codes AWS documents as transient for EC2/SSM/Service Quotas/SageMaker, beyond AWSRetry's defaults.
+TRANSIENT_CODES = [
+    "ThrottlingException",
+    "RequestLimitExceeded",
+    "TooManyRequestsException",
+    "InternalError",
+    "InternalServerError",
+    "ServiceUnavailable",
+    "Unavailable",
+    "RequestTimeout",
+    "RequestTimeoutException",
+    "SlowDown",
+]
+
+# One retry policy for every dlfleet call: jittered exponential backoff on transient codes.
+aws_retry = AWSRetry.jittered_backoff(retries=10, delay=1, max_delay=20, catch_extra_error_codes=TRANSIENT_CODES)
+
+_TTL_RE = re.compile(r"^(?P<n>[0-9]+)(?P<unit>[mhd])$")
+_TTL_SECONDS = {"m": 60, "h": 3600, "d": 86400}
+
+
+def error_code(err: BaseException) -> str:
+    """The AWS error code of a botocore ClientError, or '' for anything else."""
+    response = getattr(err, "response", None) or {}
+    return response.get("Error", {}).get("Code", "")
+
+
+def client(module, service: str):
+    """A boto3 client for `service` whose calls retry when called with aws_retry=True."""
+    return module.client(service, retry_decorator=aws_retry)
+
+
+def ttl_seconds(ttl: str) -> int:
+    """'30m' / '8h' / '2d' -> seconds. Raises ValueError with the accepted forms."""
+    match = _TTL_RE.match(str(ttl).strip())
+    if not match:
+        raise ValueError(f"ttl {ttl!r} is not a duration; use a whole number with m, h or d, for example 8h")
+    return int(match.group("n")) * _TTL_SECONDS[match.group("unit")]
+
+
+def fleet_tags(fleet: str, owner: str, ttl: str, extra: dict[str, str] | None = None) -> dict[str, str]:
+    """The tags every dlfleet resource carries, merged over the user's own tags."""
+    ttl_seconds(ttl)
+    tags = dict(extra or {})
+    tags.update({TAG_FLEET: fleet, TAG_OWNER: owner, TAG_TTL: ttl})
+    return tags
+
+
+def tag_list(tags: dict[str, str]) -> list[dict[str, str]]:
+    return ansible_dict_to_boto3_tag_list(tags)
+
+
+def tag_dict(tags: list[dict[str, str]] | None) -> dict[str, str]:
+    return boto3_tag_list_to_ansible_dict(tags or [])
+
+
+def fleet_filter(fleet: str) -> list[dict[str, Any]]:
+    """EC2 Describe* filter selecting a fleet's resources by its tag."""
+    return [{"Name": f"tag:{TAG_FLEET}", "Values": [fleet]}]
+
+
+def describe_instance_types(ec2, names: list[str]) -> dict[str, dict[str, Any]]:
+    """DescribeInstanceTypes for `names` in one paginated call; unknown names are simply absent."""
+    names = sorted(set(names))
+    if not names:
+        return {}
+    found: dict[str, dict[str, Any]] = {}
+    paginator = ec2.get_paginator("describe_instance_types")
+    try:
+        pages = aws_retry(lambda: list(paginator.paginate(InstanceTypes=names)))()
+    except Exception as err:  # an unknown name fails the whole call: retry one by one to find the good ones
+        if error_code(err) != "InvalidInstanceType":
+            raise
+        pages = []
+        for name in names:
+            try:
+                pages.append(aws_retry(ec2.describe_instance_types)(InstanceTypes=[name]))
+            except Exception as one_err:
+                if error_code(one_err) != "InvalidInstanceType":
+                    raise
+    for page in pages:
+        for record in page.get("InstanceTypes", []):
+            found[record["InstanceType"]] = record
+    return found
+
+
+def gpu_summary(record: dict[str, Any]) -> dict[str, Any]:
+    """GPU count, model, manufacturer and memory (MiB) of one DescribeInstanceTypes record."""
+    gpus = (record.get("GpuInfo") or {}).get("Gpus") or []
+    return {
+        "vcpus": record.get("VCpuInfo", {}).get("DefaultVCpus", 0),
+        "memory_mib": record.get("MemoryInfo", {}).get("SizeInMiB", 0),
+        "gpu_count": sum(g.get("Count", 0) for g in gpus),
+        "gpu_model": ", ".join(g.get("Name", "") for g in gpus),
+        "gpu_manufacturer": ", ".join(g.get("Manufacturer", "") for g in gpus),
+        "gpu_memory_mib": sum(g.get("Count", 0) * g.get("MemoryInfo", {}).get("SizeInMiB", 0) for g in gpus),
+    }
