@@ -59,7 +59,7 @@ def ansible_env(extra: dict[str, str] | None = None) -> dict[str, str]:
     env.update(
         PATH=f"{BIN}{os.pathsep}{env.get('PATH', '')}",
         ANSIBLE_STDOUT_CALLBACK="ansible.posix.json",
-        ANSIBLE_CALLBACKS_ENABLED="",
+        ANSIBLE_CALLBACKS_ENABLED="ansible.posix.json",
         ANSIBLE_LOAD_CALLBACK_PLUGINS="1",
         ANSIBLE_NOCOLOR="1",
         ANSIBLE_FORCE_COLOR="0",

@@ -1,0 +1,154 @@
+#!/usr/bin/python
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+from __future__ import annotations
+
+DOCUMENTATION = r"""
+module: dlfleet_reaper
+short_description: Remove dlfleet resources of a fleet, or those that outlived their dlfleet:ttl tag
+description:
+  - Finds every resource tagged C(dlfleet:fleet) (EC2 instances, EBS volumes, key pairs, security groups,
+    SageMaker training jobs, endpoints, endpoint configs and models), with one tag-filtered, paginated
+    Describe/List per resource type.
+  - With O(expired_only=true) (the reaper) it removes those whose age, from their own creation time, exceeds
+    their C(dlfleet:ttl) tag (C(30m), C(8h), C(2d)). With O(expired_only=false) and O(fleet) (teardown) it
+    removes everything of that fleet.
+  - Security groups carry no creation time; one goes once no live instance and no unexpired key pair of its
+    fleet stays. Training jobs cannot be deleted; in-progress ones are stopped.
+  - Deletes in dependency order, endpoints before their configs and models, instances (waiting for
+    termination) before their volumes and security groups.
+  - In check mode it lists what would go and changes nothing.
+options:
+  fleet:
+    description: Only resources of this fleet (value of the C(dlfleet:fleet) tag).
+    type: str
+  expired_only:
+    description: Remove only what outlived its C(dlfleet:ttl). V(false) needs O(fleet) or O(all_fleets).
+    type: bool
+    default: true
+  all_fleets:
+    description: Allow O(expired_only=false) without O(fleet), removing every dlfleet resource in the region.
+    type: bool
+    default: false
+  resource_types:
+    description: Which kinds of resource to consider.
+    type: list
+    elements: str
+    choices: [instances, volumes, key_pairs, security_groups, sagemaker_training_jobs, sagemaker_endpoints,
+              sagemaker_endpoint_configs, sagemaker_models]
+    default: [instances, volumes, key_pairs, security_groups, sagemaker_training_jobs, sagemaker_endpoints,
+              sagemaker_endpoint_configs, sagemaker_models]
+  now:
+    description: Judge ages as of this ISO 8601 time instead of the current time (what would go at that time).
+    type: str
+  wait:
+    description: Wait for terminated instances to be gone before deleting their volumes and groups.
+    type: bool
+    default: true
+  wait_timeout:
+    description: Seconds to wait for instance termination.
+    type: int
+    default: 600
+extends_documentation_fragment:
+  - amazon.aws.common.modules
+  - amazon.aws.region.modules
+  - amazon.aws.boto3
+author:
+  - dlfleet
+"""
+
+EXAMPLES = r"""
+- name: Remove whatever outlived its TTL (run from cron)
+  dlfleet_reaper:
+    region: us-east-1
+
+- name: List what would go at 18:00 UTC, changing nothing
+  dlfleet_reaper:
+    now: "2026-11-26T18:00:00Z"
+  check_mode: true
+
+- name: Tear down every resource of one fleet
+  dlfleet_reaper:
+    fleet: cifar10-a
+    expired_only: false
+"""
+
+RETURN = r"""
+removed:
+  description: What was removed, or in check mode what would be.
+  returned: always
+  type: list
+  elements: dict
+  contains:
+    type: {description: Resource kind, type: str, sample: instances}
+    id: {description: Id or name, type: str, sample: i-0123456789abcdef0}
+    fleet: {description: Its dlfleet:fleet tag, type: str, sample: cifar10-a}
+    created: {description: Creation time (empty for security groups), type: str}
+    age_seconds: {description: Age at O(now), -1 when unknown, type: int}
+    ttl: {description: Its dlfleet:ttl tag, type: str, sample: 8h}
+    expired: {description: Whether it outlived its ttl, type: bool}
+    state: {description: Its state when found, type: str}
+remaining:
+  description: dlfleet-tagged resources (of O(fleet) when given) still there afterwards.
+  returned: always
+  type: list
+  elements: dict
+"""
+
+from ansible.module_utils.dlfleet_aws import client
+from ansible.module_utils.dlfleet_cleanup import (
+    ALL_TYPES,
+    SAGEMAKER_TYPES,
+    as_dicts,
+    find_ec2,
+    find_sagemaker,
+    parse_now,
+    remove,
+    select,
+)
+from ansible_collections.amazon.aws.plugins.module_utils.modules import AnsibleAWSModule
+
+
+def find_all(ec2, sm, params, now):
+    types = params["resource_types"]
+    found = find_ec2(ec2, params["fleet"], now, types)
+    if any(t in SAGEMAKER_TYPES for t in types):
+        found += find_sagemaker(sm, params["fleet"], now, types)
+    return found
+
+
+def main():
+    argument_spec = dict(
+        fleet=dict(type="str"),
+        expired_only=dict(type="bool", default=True),
+        all_fleets=dict(type="bool", default=False),
+        resource_types=dict(type="list", elements="str", choices=list(ALL_TYPES), default=list(ALL_TYPES)),
+        now=dict(type="str"),
+        wait=dict(type="bool", default=True),
+        wait_timeout=dict(type="int", default=600),
+    )
+    module = AnsibleAWSModule(argument_spec=argument_spec, supports_check_mode=True)
+    params = module.params
+    if not params["expired_only"] and not params["fleet"] and not params["all_fleets"]:
+        module.fail_json(msg="expired_only=false would remove every dlfleet resource in the region; "
+                             "name the fleet to tear down with fleet=NAME, or set all_fleets=true if that is meant")
+    try:
+        now = parse_now(params["now"])
+    except ValueError:
+        module.fail_json(msg=f"now={params['now']!r} is not an ISO 8601 time; use for example 2026-11-26T18:00:00Z")
+    ec2 = client(module, "ec2")
+    sm = client(module, "sagemaker") if any(t in SAGEMAKER_TYPES for t in params["resource_types"]) else None
+    try:
+        found = find_all(ec2, sm, params, now)
+        chosen = select(found, params["expired_only"])
+        if chosen and not module.check_mode:
+            remove(ec2, sm, chosen, params["wait"], params["wait_timeout"])
+            remaining = find_all(ec2, sm, params, now)
+        else:
+            remaining = [r for r in found if r not in chosen]
+    except Exception as err:  # botocore errors and waiter timeouts alike
+        module.fail_json_aws(err, msg="Could not reap dlfleet resources")
+    module.exit_json(changed=bool(chosen), removed=as_dicts(chosen), remaining=as_dicts(remaining))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,101 @@
+"""The TTL reaper and fleet sweep (dlfleet_reaper) on the emulator, with resources of mixed ages."""
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+
+import pytest
+from helpers import run_task
+
+FLEET_OLD = "reap-old"
+FLEET_NEW = "reap-new"
+
+
+def _tags(fleet: str, ttl: str, kind: str) -> list[dict]:
+    return [{"ResourceType": kind, "Tags": [
+        {"Key": "dlfleet:fleet", "Value": fleet}, {"Key": "dlfleet:owner", "Value": "test"},
+        {"Key": "dlfleet:ttl", "Value": ttl}]}]
+
+
+def _make_fleet(emulator, fleet: str, ttl: str) -> dict[str, str]:
+    ec2 = emulator.client("ec2")
+    sm = emulator.client("sagemaker")
+    image = ec2.describe_images(Owners=["amazon"])["Images"][0]["ImageId"]
+    ec2.create_key_pair(KeyName=f"{fleet}-key", TagSpecifications=_tags(fleet, ttl, "key-pair"))
+    group = ec2.create_security_group(GroupName=f"{fleet}-sg", Description="reaper test",
+                                      TagSpecifications=_tags(fleet, ttl, "security-group"))["GroupId"]
+    inst = ec2.run_instances(ImageId=image, InstanceType="g5.xlarge", MinCount=2, MaxCount=2,
+                             TagSpecifications=_tags(fleet, ttl, "instance"))["Instances"]
+    vol = ec2.create_volume(AvailabilityZone="us-east-1a", Size=10, TagSpecifications=_tags(fleet, ttl, "volume"))
+    tags = [t for t in _tags(fleet, ttl, "x")[0]["Tags"]]
+    sm.create_model(ModelName=f"{fleet}-model", ExecutionRoleArn="arn:aws:iam::123456789012:role/sm",
+                    PrimaryContainer={"Image": "img", "ModelDataUrl": "s3://b/model.tar.gz"}, Tags=tags)
+    sm.create_endpoint_config(EndpointConfigName=f"{fleet}-cfg", Tags=tags, ProductionVariants=[{
+        "VariantName": "AllTraffic", "ModelName": f"{fleet}-model", "InitialInstanceCount": 1,
+        "InstanceType": "ml.m5.large"}])
+    sm.create_endpoint(EndpointName=f"{fleet}-ep", EndpointConfigName=f"{fleet}-cfg", Tags=tags)
+    return {"group": group, "instances": [i["InstanceId"] for i in inst], "volume": vol["VolumeId"]}
+
+
+def _live(emulator, fleet: str) -> dict[str, int]:
+    ec2 = emulator.client("ec2")
+    sm = emulator.client("sagemaker")
+    flt = [{"Name": "tag:dlfleet:fleet", "Values": [fleet]}]
+    res = ec2.describe_instances(Filters=[*flt, {"Name": "instance-state-name",
+                                                 "Values": ["pending", "running", "stopping", "stopped"]}])
+    return {
+        "instances": sum(len(r["Instances"]) for r in res["Reservations"]),
+        "volumes": len(ec2.describe_volumes(Filters=flt)["Volumes"]),
+        "key_pairs": len(ec2.describe_key_pairs(Filters=flt)["KeyPairs"]),
+        "security_groups": len(ec2.describe_security_groups(Filters=flt)["SecurityGroups"]),
+        "endpoints": len([e for e in sm.list_endpoints()["Endpoints"] if e["EndpointName"].startswith(fleet)]),
+        "models": len([m for m in sm.list_models()["Models"] if m["ModelName"].startswith(fleet)]),
+    }
+
+
+@pytest.fixture
+def two_fleets(emulator):
+    emulator.reset()
+    old = _make_fleet(emulator, FLEET_OLD, "1h")
+    new = _make_fleet(emulator, FLEET_NEW, "8h")
+    yield old, new
+    emulator.reset()
+
+
+def test_reaper_check_mode_lists_only_expired_and_changes_nothing(emulator, aws_env, two_fleets):
+    later = (datetime.now(UTC) + timedelta(hours=2)).isoformat()
+    _, result = run_task("dlfleet_reaper", {"now": later}, env=aws_env, check=True)
+    assert result.get("changed") is True, result
+    fleets = {r["fleet"] for r in result["removed"]}
+    assert fleets == {FLEET_OLD}
+    kinds = sorted({r["type"] for r in result["removed"]})
+    assert kinds == ["instances", "key_pairs", "sagemaker_endpoint_configs", "sagemaker_endpoints",
+                     "sagemaker_models", "security_groups", "volumes"]
+    assert _live(emulator, FLEET_OLD)["instances"] == 2  # check mode removed nothing
+
+
+def test_reaper_removes_expired_and_keeps_the_rest(emulator, aws_env, two_fleets):
+    later = (datetime.now(UTC) + timedelta(hours=2)).isoformat()
+    _, result = run_task("dlfleet_reaper", {"now": later, "wait": True, "wait_timeout": 60}, env=aws_env)
+    assert result.get("changed") is True, result
+    assert set(_live(emulator, FLEET_OLD).values()) == {0}
+    kept = _live(emulator, FLEET_NEW)
+    assert kept["instances"] == 2 and kept["key_pairs"] == 1 and kept["security_groups"] == 1
+    assert kept["endpoints"] == 1 and kept["models"] == 1
+    # A second pass at the same time finds nothing more to do.
+    _, again = run_task("dlfleet_reaper", {"now": later}, env=aws_env)
+    assert again.get("changed") is False, again
+
+
+def test_fleet_sweep_removes_everything_of_one_fleet(emulator, aws_env, two_fleets):
+    _, result = run_task("dlfleet_reaper", {"fleet": FLEET_NEW, "expired_only": False}, env=aws_env)
+    assert result.get("changed") is True, result
+    assert set(_live(emulator, FLEET_NEW).values()) == {0}
+    assert result["remaining"] == []
+    assert _live(emulator, FLEET_OLD)["instances"] == 2
+
+
+def test_sweep_without_fleet_is_refused_and_removes_nothing(emulator, aws_env, two_fleets):
+    _, result = run_task("dlfleet_reaper", {"expired_only": False}, env=aws_env)
+    assert result.get("failed") is True
+    assert "fleet=NAME" in result["msg"] and "all_fleets=true" in result["msg"]
+    assert _live(emulator, FLEET_NEW)["instances"] == 2 and _live(emulator, FLEET_OLD)["instances"] == 2
