@@ -1,0 +1,190 @@
+"""Start MXNet parameter-server jobs (kvstore dist_sync): scheduler, servers and workers with DMLC_* variables.
+
+Across hosts (what the training role runs on each host, one process per role):
+
+    python -m training.launch --role scheduler --scheduler-host H --scheduler-port P --num-workers W --num-servers S
+    python -m training.launch --role server    --scheduler-host H --scheduler-port P --num-workers W --num-servers S
+    python -m training.launch --role worker    --scheduler-host H --scheduler-port P --num-workers W --num-servers S \\
+        [--node-host MY_IP] -- <training.train arguments>
+
+All on this machine, on 127.0.0.1 (tests, trying it out):
+
+    python -m training.launch --local --num-workers 2 --num-servers 1 [--scheduler-port P] -- <training.train args>
+
+With --local, worker i writes to <output-dir>/worker-i (and <checkpoint-dir>/worker-i when one is given).
+The worker runs train.py with --kvstore dist_sync added unless the arguments name a dist kvstore already.
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+TRAIN_SCRIPT = Path(__file__).resolve().with_name("train.py")
+ROLES = ("scheduler", "server", "worker")
+SAGEMAKER_SCHEDULER_PORT = 8000  # port of the scheduler on the first SageMaker host
+
+
+def role_env(role: str, scheduler_host: str, scheduler_port: int, num_workers: int, num_servers: int,
+             node_host: str | None = None, interface: str | None = None, base: dict | None = None) -> dict[str, str]:
+    """The environment of one process of a parameter-server job."""
+    env = dict(os.environ if base is None else base)
+    env.update({"DMLC_ROLE": role, "DMLC_PS_ROOT_URI": scheduler_host, "DMLC_PS_ROOT_PORT": str(scheduler_port),
+                "DMLC_NUM_WORKER": str(num_workers), "DMLC_NUM_SERVER": str(num_servers)})
+    if node_host:
+        env["DMLC_NODE_HOST"] = node_host
+    if interface:
+        env["DMLC_INTERFACE"] = interface
+    return env
+
+
+def worker_args(train_args: list[str]) -> list[str]:
+    """train.py arguments for a worker: add --kvstore dist_sync unless a dist kvstore is named."""
+    args = list(train_args)
+    for i, arg in enumerate(args):
+        if arg in ("--kvstore", "--kv-store") and i + 1 < len(args):
+            if not args[i + 1].startswith("dist"):
+                args[i + 1] = "dist_sync"
+            return args
+        if arg.startswith("--kvstore="):
+            if not arg.split("=", 1)[1].startswith("dist"):
+                args[i] = "--kvstore=dist_sync"
+            return args
+    return [*args, "--kvstore", "dist_sync"]
+
+
+def command(role: str, train_args: list[str]) -> list[str]:
+    """Scheduler and servers are MXNet itself: importing mxnet with DMLC_ROLE set runs that role until the job ends."""
+    if role == "worker":
+        return [sys.executable, str(TRAIN_SCRIPT), *worker_args(train_args)]
+    return [sys.executable, "-c", "import mxnet"]
+
+
+def _replace_dir_arg(args: list[str], names: tuple[str, ...], suffix: str, default: str | None) -> list[str]:
+    out, found = list(args), False
+    for i, arg in enumerate(out):
+        if arg in names and i + 1 < len(out):
+            out[i + 1], found = str(Path(out[i + 1]) / suffix), True
+        elif "=" in arg and arg.split("=", 1)[0] in names:
+            key, value = arg.split("=", 1)
+            out[i], found = f"{key}={Path(value) / suffix}", True
+    if not found and default is not None:
+        out += [names[0], str(Path(default) / suffix)]
+    return out
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def _stop(procs: list[subprocess.Popen]) -> None:
+    for proc in procs:
+        if proc.poll() is None:
+            proc.send_signal(signal.SIGTERM)
+    deadline = time.time() + 10
+    for proc in procs:
+        try:
+            proc.wait(timeout=max(0.1, deadline - time.time()))
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+
+
+def run_local(num_workers: int, num_servers: int, port: int, train_args: list[str]) -> int:
+    """1 scheduler, num_servers servers and num_workers workers on 127.0.0.1; returns the first failing rc or 0."""
+    def start(role: str, args: list[str]) -> subprocess.Popen:
+        env = role_env(role, "127.0.0.1", port, num_workers, num_servers, node_host="127.0.0.1")
+        return subprocess.Popen(command(role, args), env=env)
+
+    support = [start("scheduler", [])] + [start("server", []) for _ in range(num_servers)]
+    workers = []
+    for i in range(num_workers):
+        args = _replace_dir_arg(train_args, ("--output-dir", "--output_dir"), f"worker-{i}", "output")
+        args = _replace_dir_arg(args, ("--checkpoint-dir", "--checkpoint_dir"), f"worker-{i}", None)
+        workers.append(start("worker", args))
+    return _wait(workers, support)
+
+
+def _wait(workers: list[subprocess.Popen], support: list[subprocess.Popen]) -> int:
+    """Wait for the workers; on the first failure stop everything. Servers and scheduler end with the job."""
+    try:
+        while True:
+            codes = [w.poll() for w in workers]
+            failed = [c for c in codes if c not in (None, 0)]
+            if failed:
+                print(f"launch: a worker exited with {failed[0]}; stopping the job", file=sys.stderr, flush=True)
+                _stop(workers + support)
+                return failed[0]
+            if all(c == 0 for c in codes):
+                break
+            time.sleep(0.2)
+        for proc in support:
+            try:
+                proc.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                _stop([proc])
+        return 0
+    except KeyboardInterrupt:
+        _stop(workers + support)
+        return 130
+
+
+def sagemaker_cluster(hosts: list[str], current: str, train_cmd: list[str]) -> int:
+    """SageMaker with several instances: the first host runs the scheduler, every host a server and a worker."""
+    hosts = sorted(hosts)
+    scheduler = hosts[0]
+    support = []
+    if current == scheduler:
+        support.append(subprocess.Popen(command("scheduler", []), env=role_env(
+            "scheduler", scheduler, SAGEMAKER_SCHEDULER_PORT, len(hosts), len(hosts))))
+    support.append(subprocess.Popen(command("server", []), env=role_env(
+        "server", scheduler, SAGEMAKER_SCHEDULER_PORT, len(hosts), len(hosts))))
+    worker = subprocess.Popen([sys.executable, *worker_args(train_cmd)], env=role_env(
+        "worker", scheduler, SAGEMAKER_SCHEDULER_PORT, len(hosts), len(hosts)))
+    return _wait([worker], support)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="python -m training.launch", description=__doc__.split("\n\n")[0],
+                                     usage="%(prog)s (--local | --role ROLE --scheduler-host H ...) "
+                                           "[options] -- <training.train arguments>")
+    parser.add_argument("--local", action="store_true", help="run the whole job on 127.0.0.1")
+    parser.add_argument("--role", choices=ROLES, help="the role of this process (across hosts)")
+    parser.add_argument("--scheduler-host", help="address of the scheduler host, reachable from every host")
+    parser.add_argument("--scheduler-port", type=int, default=None,
+                        help="scheduler port (required with --role; default with --local: a free port)")
+    parser.add_argument("--num-workers", type=int, required=True, help="workers in the job")
+    parser.add_argument("--num-servers", type=int, required=True, help="servers in the job")
+    parser.add_argument("--node-host", help="this host's address as the others reach it (DMLC_NODE_HOST)")
+    parser.add_argument("--interface", help="network interface to bind (DMLC_INTERFACE), e.g. eth0")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    ours, train_args = (argv[:argv.index("--")], argv[argv.index("--") + 1:]) if "--" in argv else (argv, [])
+    parser = build_parser()
+    args = parser.parse_args(ours)
+    if args.num_workers < 1 or args.num_servers < 1:
+        parser.error(f"--num-workers {args.num_workers} / --num-servers {args.num_servers}: need at least 1 each")
+    if args.local:
+        return run_local(args.num_workers, args.num_servers, args.scheduler_port or free_port(), train_args)
+    if not args.role or not args.scheduler_host or not args.scheduler_port:
+        parser.error("give --local, or --role with --scheduler-host and --scheduler-port")
+    env = role_env(args.role, args.scheduler_host, args.scheduler_port, args.num_workers, args.num_servers,
+                   args.node_host, args.interface)
+    # Replace this process, so that signals (and the exit status) reach the role directly.
+    cmd = command(args.role, train_args)
+    os.execve(cmd[0], cmd, env)
+    return 0  # not reached
+
+
+if __name__ == "__main__":
+    sys.exit(main())
