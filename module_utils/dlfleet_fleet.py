@@ -1,0 +1,743 @@
+# Fleet logic behind the ec2_gpu_fleet module: exactly `count` GPU instances tagged dlfleet:fleet=<name>.
+#
+# Shape (amazon.aws style): thin functions, one per EC2 call, then ensure_present/ensure_absent that
+# return (changed, result) and never call a mutating API in check mode.
+#
+# Launch safety. A batch is one RunInstances call (MinCount = MaxCount = missing instances) with a
+# ClientToken derived from the fleet, its generation and the attempt, and with tags on create. The launch
+# client has botocore's own retries switched off, so that every retry is decided here: a throttle (known
+# not executed) is retried as is; an unknown outcome (5xx, timeout, dropped connection) first looks the
+# generation up by tag and only re-sends the same request, same token, when nothing is found. A re-run
+# starts from a tag lookup too, so neither a retried call nor a re-run launches twice.
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+with contextlib.suppress(ImportError):  # AnsibleAWSModule reports a missing botocore itself
+    import botocore.exceptions
+
+from ansible.module_utils.dlfleet_aws import (
+    TRANSIENT_CODES,
+    aws_retry,
+    describe_instance_types,
+    error_code,
+    fleet_filter,
+    fleet_tags,
+    gpu_summary,
+    tag_dict,
+    tag_list,
+)
+from ansible_collections.amazon.aws.plugins.module_utils.retries import AWSRetry
+
+TAG_GENERATION = "dlfleet:generation"
+
+LIVE_STATES = ("pending", "running", "stopping", "stopped")
+ALL_STATES = (*LIVE_STATES, "shutting-down", "terminated")
+
+# RunInstances errors after which the next instance type / placement is tried; nothing was launched.
+CAPACITY_CODES = frozenset({
+    "InsufficientInstanceCapacity",
+    "InsufficientHostCapacity",
+    "InsufficientCapacity",
+    "Unsupported",
+})
+# Refused before execution: safe to send again unchanged.
+THROTTLE_CODES = frozenset({"RequestLimitExceeded", "Throttling", "ThrottlingException", "TooManyRequestsException"})
+# The request may or may not have run: look up before sending it again.
+UNKNOWN_OUTCOME_CODES = frozenset({
+    "InternalError",
+    "InternalFailure",
+    "InternalServerError",
+    "ServiceUnavailable",
+    "Unavailable",
+    "RequestTimeout",
+    "RequestTimeoutException",
+})
+
+# Calls by instance id right after a launch can meet EC2's eventual consistency.
+consistent_retry = AWSRetry.jittered_backoff(
+    retries=10, delay=1, max_delay=20,
+    catch_extra_error_codes=[*TRANSIENT_CODES, "InvalidInstanceID.NotFound", "IncorrectInstanceState"],
+)
+
+LAUNCH_ATTEMPTS = 8            # sends of one RunInstances request (same token) before giving up
+WAITER_DELAY = 3               # seconds between waiter polls
+TERMINATE_BATCH = 500          # instance ids per TerminateInstances/StartInstances/StopInstances call
+STATUS_BATCH = 100             # DescribeInstanceStatus accepts at most 100 explicit instance ids
+TAG_BATCH = 500                # resource ids per CreateTags call
+DATA_DEVICE_LETTERS = "fghijklmnop"
+
+# EBS limits by volume type (AWS EBS volume types page): size GiB, iops, throughput MiB/s, iops per GiB.
+VOLUME_LIMITS: dict[str, dict[str, Any]] = {
+    "gp3": {"size": (1, 16384), "iops": (3000, 16000), "throughput": (125, 1000), "iops_per_gib": 500},
+    "gp2": {"size": (1, 16384)},
+    "io1": {"size": (4, 16384), "iops": (100, 64000), "iops_per_gib": 50, "iops_required": True},
+    "io2": {"size": (4, 65536), "iops": (100, 256000), "iops_per_gib": 1000, "iops_required": True},
+    "st1": {"size": (125, 16384)},
+    "sc1": {"size": (125, 16384)},
+    "standard": {"size": (1, 1024)},
+}
+VOLUME_TYPES = tuple(VOLUME_LIMITS)
+
+
+class FleetError(Exception):
+    """A failure with a message that says what was asked, what AWS said and what to do."""
+
+    def __init__(self, msg: str, **details: Any) -> None:
+        super().__init__(msg)
+        self.msg = msg
+        self.details = details
+
+
+@dataclass
+class FleetSpec:
+    name: str
+    count: int = 0
+    state: str = "present"
+    instance_types: list[str] = field(default_factory=list)
+    availability_zones: list[str] = field(default_factory=list)
+    subnet_ids: list[str] = field(default_factory=list)
+    image_id: str | None = None
+    key_name: str | None = None
+    security_group_ids: list[str] = field(default_factory=list)
+    root_volume: dict[str, Any] = field(default_factory=dict)
+    data_volumes: list[dict[str, Any]] = field(default_factory=list)
+    encrypted: bool = True
+    kms_key_id: str | None = None
+    market: str = "on-demand"
+    http_tokens: str = "required"
+    iam_instance_profile: str | None = None
+    user_data: str | None = None
+    tags: dict[str, str] = field(default_factory=dict)
+    owner: str = "dlfleet"
+    ttl: str = "8h"
+    require_gpu: bool = True
+    wait: bool = True
+    wait_timeout: int = 600
+
+    @property
+    def desired_tags(self) -> dict[str, str]:
+        return fleet_tags(self.name, self.owner, self.ttl, self.tags)
+
+
+# --------------------------------------------------------------------------------------------------------
+# Input validation (pure: no AWS call)
+# --------------------------------------------------------------------------------------------------------
+
+def validate_volume(volume: dict[str, Any], where: str) -> None:
+    """Raise FleetError when a volume's type, size, iops or throughput cannot be launched."""
+    vtype = volume.get("type") or "gp3"
+    if vtype not in VOLUME_LIMITS:
+        raise FleetError(f"{where}.type {vtype!r} is not an EBS volume type; use one of {', '.join(VOLUME_TYPES)}")
+    limits = VOLUME_LIMITS[vtype]
+    size, iops, throughput = volume.get("size"), volume.get("iops"), volume.get("throughput")
+    if size is not None:
+        low, high = limits["size"]
+        if not low <= size <= high:
+            raise FleetError(f"{where}.size {size} GiB is outside what {vtype} allows ({low}-{high} GiB); "
+                             f"choose a size in that range or another type")
+    if iops is not None:
+        if "iops" not in limits:
+            raise FleetError(f"{where}.iops {iops} is only valid for io1, io2 or gp3 volumes, not {vtype}; "
+                             f"set {where}.type to io1/io2 (Provisioned IOPS) or gp3, or drop iops")
+        low, high = limits["iops"]
+        if not low <= iops <= high:
+            raise FleetError(f"{where}.iops {iops} is outside what {vtype} allows ({low}-{high}); "
+                             f"choose a value in that range")
+        if size is not None and iops > size * limits["iops_per_gib"]:
+            raise FleetError(f"{where}.iops {iops} exceeds {limits['iops_per_gib']} IOPS per GiB for a {size} GiB "
+                             f"{vtype} volume; raise {where}.size to at least "
+                             f"{-(-iops // limits['iops_per_gib'])} GiB or lower iops")
+    elif limits.get("iops_required"):
+        raise FleetError(f"{where}.type {vtype} (Provisioned IOPS) needs {where}.iops; set it, for example iops: 3000")
+    if throughput is not None:
+        if "throughput" not in limits:
+            raise FleetError(f"{where}.throughput {throughput} is only valid for gp3 volumes, not {vtype}; "
+                             f"set {where}.type to gp3 or drop throughput")
+        low, high = limits["throughput"]
+        if not low <= throughput <= high:
+            raise FleetError(f"{where}.throughput {throughput} MiB/s is outside what gp3 allows ({low}-{high})")
+
+
+def validate_spec(spec: FleetSpec) -> None:
+    """Checks that need no AWS call. Raises FleetError naming the value and the fix."""
+    if spec.count < 0:
+        raise FleetError(f"count {spec.count} is negative; use 0 or more (state: absent removes the fleet)")
+    if not spec.name or len(spec.name) > 255:
+        raise FleetError(f"name {spec.name!r} must be 1-255 characters (it becomes the dlfleet:fleet tag)")
+    if spec.state != "absent":
+        if not spec.instance_types:
+            raise FleetError("instance_types is empty; give at least one, for example [g5.xlarge, g4dn.xlarge]")
+        if len(set(spec.instance_types)) != len(spec.instance_types):
+            raise FleetError(f"instance_types {spec.instance_types} lists a type twice; list each type once")
+    for opt in ("availability_zones", "subnet_ids", "security_group_ids"):
+        values = getattr(spec, opt)
+        if any(not v for v in values):
+            raise FleetError(f"{opt} {values} holds an empty entry; remove it")
+    fleet_tags(spec.name, spec.owner, spec.ttl, spec.tags)  # raises ValueError on a bad ttl
+    if spec.kms_key_id and not spec.encrypted:
+        raise FleetError(f"kms_key_id {spec.kms_key_id!r} needs encrypted: true; drop kms_key_id or encrypt")
+    validate_volume(spec.root_volume, "root_volume")
+    devices = set()
+    for i, vol in enumerate(spec.data_volumes):
+        where = f"data_volumes[{i}]"
+        if vol.get("size") is None:
+            raise FleetError(f"{where}.size is missing; give the size in GiB, for example size: 100")
+        validate_volume(vol, where)
+        device = data_device_name(vol, i)
+        if device in devices:
+            raise FleetError(f"{where}.device_name {device} is used twice; give each data volume its own device")
+        devices.add(device)
+    if len(spec.data_volumes) > len(DATA_DEVICE_LETTERS):
+        raise FleetError(f"{len(spec.data_volumes)} data_volumes is more than {len(DATA_DEVICE_LETTERS)}; "
+                         f"use fewer, larger volumes")
+
+
+def data_device_name(volume: dict[str, Any], index: int) -> str:
+    return volume.get("device_name") or f"/dev/sd{DATA_DEVICE_LETTERS[index % len(DATA_DEVICE_LETTERS)]}"
+
+
+# --------------------------------------------------------------------------------------------------------
+# Thin AWS calls (reads retry through aws_retry; "not found" decided here)
+# --------------------------------------------------------------------------------------------------------
+
+def describe_fleet(ec2, name: str, states: tuple[str, ...] = ALL_STATES,
+                   extra_filters: list[dict[str, Any]] | None = None) -> list[dict[str, Any]]:
+    """Every instance of the fleet in `states`: one filtered, paginated DescribeInstances."""
+    filters = [*fleet_filter(name), {"Name": "instance-state-name", "Values": list(states)}, *(extra_filters or [])]
+    paginator = ec2.get_paginator("describe_instances")
+    pages = aws_retry(lambda: list(paginator.paginate(Filters=filters, PaginationConfig={"PageSize": 1000})))()
+    return [inst for page in pages for res in page.get("Reservations", []) for inst in res.get("Instances", [])]
+
+
+def describe_fleet_volumes(ec2, name: str) -> dict[str, dict[str, Any]]:
+    """The fleet's volumes by id (they carry the fleet tag from launch): one paginated DescribeVolumes."""
+    paginator = ec2.get_paginator("describe_volumes")
+    pages = aws_retry(lambda: list(paginator.paginate(Filters=fleet_filter(name),
+                                                      PaginationConfig={"PageSize": 500})))()
+    return {vol["VolumeId"]: vol for page in pages for vol in page.get("Volumes", [])}
+
+
+def describe_image(ec2, image_id: str) -> dict[str, Any]:
+    try:
+        images = ec2.describe_images(ImageIds=[image_id], aws_retry=True).get("Images", [])
+    except botocore.exceptions.ClientError as err:
+        if error_code(err) in ("InvalidAMIID.NotFound", "InvalidAMIID.Malformed", "InvalidAMIID.Unavailable"):
+            images = []
+        else:
+            raise
+    if not images:
+        raise FleetError(f"image_id {image_id!r} was not found in this region; look it up with dlami_info "
+                         f"(or DescribeImages) in the same region")
+    return images[0]
+
+
+def root_snapshot_size(image: dict[str, Any]) -> int | None:
+    root = image.get("RootDeviceName")
+    for bdm in image.get("BlockDeviceMappings", []):
+        if bdm.get("DeviceName") == root and "Ebs" in bdm:
+            return bdm["Ebs"].get("VolumeSize")
+    return None
+
+
+def validate_zones(ec2, zones: list[str]) -> None:
+    if not zones:
+        return
+    known = {z["ZoneName"] for z in ec2.describe_availability_zones(aws_retry=True).get("AvailabilityZones", [])}
+    unknown = [z for z in zones if z not in known]
+    if unknown:
+        raise FleetError(f"availability_zones {unknown} are not zones of this region; use some of "
+                         f"{', '.join(sorted(known))}")
+
+
+def subnet_zones(ec2, subnet_ids: list[str]) -> dict[str, str]:
+    """Subnet id -> its availability zone; fails clearly on an unknown subnet."""
+    if not subnet_ids:
+        return {}
+    try:
+        subnets = ec2.describe_subnets(SubnetIds=subnet_ids, aws_retry=True).get("Subnets", [])
+    except botocore.exceptions.ClientError as err:
+        if error_code(err) in ("InvalidSubnetID.NotFound", "InvalidSubnetID.Malformed"):
+            raise FleetError(f"subnet_ids {subnet_ids}: {err.response['Error'].get('Message', err)}; "
+                             f"list subnets that exist in this region") from err
+        raise
+    return {s["SubnetId"]: s["AvailabilityZone"] for s in subnets}
+
+
+def _batches(items: list[str], size: int) -> list[list[str]]:
+    return [items[i:i + size] for i in range(0, len(items), size)]
+
+
+def terminate_instances(ec2, ids: list[str]) -> None:
+    for batch in _batches(ids, TERMINATE_BATCH):
+        consistent_retry(ec2.terminate_instances)(InstanceIds=batch)
+
+
+def start_instances(ec2, ids: list[str]) -> None:
+    for batch in _batches(ids, TERMINATE_BATCH):
+        consistent_retry(ec2.start_instances)(InstanceIds=batch)
+
+
+def stop_instances(ec2, ids: list[str]) -> None:
+    for batch in _batches(ids, TERMINATE_BATCH):
+        consistent_retry(ec2.stop_instances)(InstanceIds=batch)
+
+
+def create_tags(ec2, ids: list[str], tags: dict[str, str]) -> None:
+    for batch in _batches(ids, TAG_BATCH):
+        consistent_retry(ec2.create_tags)(Resources=batch, Tags=tag_list(tags))
+
+
+def wait_for(ec2, waiter_name: str, ids: list[str], timeout: int, batch: int = 1000) -> None:
+    """A boto3 waiter over `ids`, in batches, within `timeout` seconds overall."""
+    deadline = time.monotonic() + timeout
+    for chunk in _batches(sorted(ids), batch):
+        remaining = max(1, int(deadline - time.monotonic()))
+        waiter = ec2.get_waiter(waiter_name)
+        try:
+            waiter.wait(InstanceIds=chunk, WaiterConfig={"Delay": WAITER_DELAY,
+                                                         "MaxAttempts": max(1, remaining // WAITER_DELAY)})
+        except botocore.exceptions.WaiterError as err:
+            raise FleetError(f"timed out after {timeout}s waiting for {waiter_name.replace('_', ' ')} on "
+                             f"{len(ids)} instance(s) ({err}); raise wait_timeout or check the instances' "
+                             f"status in EC2") from err
+
+
+# --------------------------------------------------------------------------------------------------------
+# Launch: one RunInstances per attempt, ordered fallback, lookup before any retry of an unknown outcome
+# --------------------------------------------------------------------------------------------------------
+
+def placements(spec: FleetSpec, zones_of_subnets: dict[str, str]) -> list[dict[str, str]]:
+    """The ordered placements to try: subnets, else availability zones, else wherever EC2 chooses."""
+    if spec.subnet_ids:
+        return [{"subnet_id": s, "availability_zone": zones_of_subnets.get(s, "")} for s in spec.subnet_ids]
+    if spec.availability_zones:
+        return [{"availability_zone": z} for z in spec.availability_zones]
+    return [{}]
+
+
+def next_generation(instances: list[dict[str, Any]]) -> int:
+    """1 + the highest dlfleet:generation among the fleet's instances, terminated ones included."""
+    gens = [0]
+    for inst in instances:
+        value = tag_dict(inst.get("Tags")).get(TAG_GENERATION, "0")
+        if value.isdigit():
+            gens.append(int(value))
+    return max(gens) + 1
+
+
+def client_token(name: str, generation: int, instance_type: str, placement: dict[str, str], count: int) -> str:
+    """Deterministic for one launch attempt of one generation; distinct across attempts (<= 64 chars)."""
+    key = "|".join([name, str(generation), instance_type, placement.get("subnet_id", ""),
+                    placement.get("availability_zone", ""), str(count)])
+    return f"dlfleet-g{generation}-{hashlib.sha256(key.encode()).hexdigest()[:40]}"
+
+
+def block_device_mappings(spec: FleetSpec, image: dict[str, Any]) -> list[dict[str, Any]]:
+    """Root volume (grown, retyped, encrypted) plus the data volumes."""
+    snapshot_size = root_snapshot_size(image)
+    root = spec.root_volume
+    if root.get("size") is not None and snapshot_size and root["size"] < snapshot_size:
+        raise FleetError(f"root_volume.size {root['size']} GiB is smaller than the snapshot of image "
+                         f"{image['ImageId']} ({snapshot_size} GiB); set root_volume.size to {snapshot_size} "
+                         f"or more, or leave it out to keep the image's size")
+    mappings = [{"DeviceName": image.get("RootDeviceName", "/dev/sda1"),
+                 "Ebs": _ebs(root, root.get("size") or snapshot_size, spec, delete_on_termination=True)}]
+    for i, vol in enumerate(spec.data_volumes):
+        mappings.append({"DeviceName": data_device_name(vol, i),
+                         "Ebs": _ebs(vol, vol["size"], spec, vol.get("delete_on_termination", True))})
+    return mappings
+
+
+def _ebs(vol: dict[str, Any], size: int | None, spec: FleetSpec, delete_on_termination: bool) -> dict[str, Any]:
+    ebs: dict[str, Any] = {"VolumeType": vol.get("type") or "gp3", "DeleteOnTermination": delete_on_termination,
+                           "Encrypted": spec.encrypted}
+    if size:
+        ebs["VolumeSize"] = size
+    if vol.get("iops") is not None:
+        ebs["Iops"] = vol["iops"]
+    if vol.get("throughput") is not None:
+        ebs["Throughput"] = vol["throughput"]
+    if spec.encrypted and spec.kms_key_id:
+        ebs["KmsKeyId"] = spec.kms_key_id
+    return ebs
+
+
+def launch_request(spec: FleetSpec, image: dict[str, Any], instance_type: str, placement: dict[str, str],
+                   count: int, generation: int) -> dict[str, Any]:
+    tags = {**spec.desired_tags, TAG_GENERATION: str(generation)}
+    req: dict[str, Any] = {
+        "ImageId": spec.image_id,
+        "InstanceType": instance_type,
+        "MinCount": count,
+        "MaxCount": count,
+        "ClientToken": client_token(spec.name, generation, instance_type, placement, count),
+        "BlockDeviceMappings": block_device_mappings(spec, image),
+        "MetadataOptions": {"HttpTokens": spec.http_tokens, "HttpEndpoint": "enabled"},
+        "TagSpecifications": [{"ResourceType": "instance", "Tags": tag_list(tags)},
+                              {"ResourceType": "volume", "Tags": tag_list(tags)}],
+    }
+    if placement.get("subnet_id"):
+        req["SubnetId"] = placement["subnet_id"]
+    elif placement.get("availability_zone"):
+        req["Placement"] = {"AvailabilityZone": placement["availability_zone"]}
+    if spec.key_name:
+        req["KeyName"] = spec.key_name
+    if spec.security_group_ids:
+        req["SecurityGroupIds"] = list(spec.security_group_ids)
+    if spec.iam_instance_profile:
+        key = "Arn" if spec.iam_instance_profile.startswith("arn:") else "Name"
+        req["IamInstanceProfile"] = {key: spec.iam_instance_profile}
+    if spec.user_data:
+        req["UserData"] = spec.user_data
+    if spec.market == "spot":
+        req["InstanceMarketOptions"] = {"MarketType": "spot", "SpotOptions": {
+            "SpotInstanceType": "one-time", "InstanceInterruptionBehavior": "terminate"}}
+    return req
+
+
+def _outcome_unknown(err: BaseException) -> bool:
+    if isinstance(err, botocore.exceptions.ClientError):
+        status = err.response.get("ResponseMetadata", {}).get("HTTPStatusCode", 0)
+        return error_code(err) in UNKNOWN_OUTCOME_CODES or status >= 500
+    return isinstance(err, (botocore.exceptions.ConnectionError, botocore.exceptions.HTTPClientError))
+
+
+def _sleep_backoff(attempt: int) -> None:
+    time.sleep(min(20.0, 0.5 * 2 ** attempt))
+
+
+def lookup_generation(ec2, name: str, generation: int, token: str) -> list[dict[str, Any]]:
+    """Live instances a (possibly executed) launch of this generation and token made."""
+    found = describe_fleet(ec2, name, LIVE_STATES, [{"Name": f"tag:{TAG_GENERATION}", "Values": [str(generation)]}])
+    return [i for i in found if i.get("ClientToken") in (None, "", token)]
+
+
+def run_instances_once(ec2, launch_ec2, name: str, generation: int, request: dict[str, Any],
+                       known_ids: set[str]) -> tuple[list[dict[str, Any]], int]:
+    """Send one launch request until its outcome is known. Returns (instances, sends).
+
+    Raises the ClientError of a definite refusal (capacity, bad parameter) unchanged.
+    """
+    token = request["ClientToken"]
+    last_err: BaseException | None = None
+    for attempt in range(LAUNCH_ATTEMPTS):
+        try:
+            response = launch_ec2.run_instances(**request)
+        except botocore.exceptions.ClientError as err:
+            if error_code(err) in THROTTLE_CODES:
+                last_err = err
+                _sleep_backoff(attempt)
+                continue
+            if not _outcome_unknown(err):
+                raise
+            last_err = err
+        except (botocore.exceptions.ConnectionError, botocore.exceptions.HTTPClientError) as err:
+            last_err = err
+        else:
+            instances = response.get("Instances", [])
+            if instances and all(i["InstanceId"] in known_ids for i in instances):
+                # The token answered with instances this fleet already had: it belongs to an earlier launch.
+                raise StaleTokenError(token)
+            return instances, attempt + 1
+        # Unknown outcome: did it launch? Look up by tag before sending it again.
+        found = lookup_generation(ec2, name, generation, token)
+        if len(found) >= request["MinCount"]:
+            return found, attempt + 1
+        _sleep_backoff(attempt)
+    raise FleetError(f"RunInstances for {request['MaxCount']} x {request['InstanceType']} did not get an answer "
+                     f"after {LAUNCH_ATTEMPTS} tries (last error: {last_err}); nothing of this generation is "
+                     f"visible by tag. Re-run later: the same token and the tag lookup keep it from launching "
+                     f"twice", last_error=str(last_err))
+
+
+class StaleTokenError(Exception):
+    pass
+
+
+def launch(ec2, launch_ec2, spec: FleetSpec, image: dict[str, Any], count: int, generation: int,
+           zones_of_subnets: dict[str, str], known_ids: set[str]) -> tuple[list[dict[str, Any]], list[dict]]:
+    """Launch `count` instances along the type x placement fallback. Returns (instances, attempts)."""
+    attempts: list[dict[str, Any]] = []
+    for instance_type in spec.instance_types:
+        for placement in placements(spec, zones_of_subnets):
+            gen = generation
+            for _stale in range(3):
+                request = launch_request(spec, image, instance_type, placement, count, gen)
+                record = {"instance_type": instance_type, **placement, "generation": gen,
+                          "client_token": request["ClientToken"]}
+                try:
+                    instances, sends = run_instances_once(ec2, launch_ec2, spec.name, gen, request, known_ids)
+                except StaleTokenError:
+                    attempts.append({**record, "outcome": "token already used by an earlier launch"})
+                    gen += 1
+                    continue
+                except botocore.exceptions.ClientError as err:
+                    code = error_code(err)
+                    message = err.response.get("Error", {}).get("Message", str(err))
+                    attempts.append({**record, "outcome": f"{code}: {message}"})
+                    if code in CAPACITY_CODES:
+                        break
+                    raise FleetError(f"EC2 refused to launch {count} x {instance_type}"
+                                     f"{_where(placement)}: {code}: {message}. Nothing was launched; fix the "
+                                     f"value it names and run again", attempts=attempts) from err
+                attempts.append({**record, "outcome": "launched", "sends": sends,
+                                 "instance_ids": sorted(i["InstanceId"] for i in instances)})
+                return instances, attempts
+    tried = "; ".join(f"{a['instance_type']}{_where(a)}: {a['outcome']}" for a in attempts)
+    raise FleetError(f"no capacity for {count} x any of {spec.instance_types} in "
+                     f"{_placement_names(spec) or 'any zone'} (tried {tried}). Nothing was launched; add "
+                     f"instance types, availability_zones or subnet_ids to fall back on, or try again later",
+                     attempts=attempts)
+
+
+def _where(placement: dict[str, str]) -> str:
+    if placement.get("subnet_id"):
+        return f" in {placement['subnet_id']} ({placement.get('availability_zone') or '?'})"
+    if placement.get("availability_zone"):
+        return f" in {placement['availability_zone']}"
+    return ""
+
+
+def _placement_names(spec: FleetSpec) -> str:
+    return ", ".join(spec.subnet_ids or spec.availability_zones)
+
+
+# --------------------------------------------------------------------------------------------------------
+# Results
+# --------------------------------------------------------------------------------------------------------
+
+def _iso(value: Any) -> str:
+    return value.isoformat() if hasattr(value, "isoformat") else str(value or "")
+
+
+def instance_record(inst: dict[str, Any], type_info: dict[str, dict[str, Any]],
+                    volumes: dict[str, dict[str, Any]]) -> dict[str, Any]:
+    gpu = gpu_summary(type_info.get(inst["InstanceType"], {}))
+    vols = []
+    for bdm in inst.get("BlockDeviceMappings", []):
+        vid = bdm.get("Ebs", {}).get("VolumeId")
+        vol = volumes.get(vid, {})
+        vols.append({
+            "device_name": bdm.get("DeviceName"),
+            "volume_id": vid,
+            "size": vol.get("Size"),
+            "volume_type": vol.get("VolumeType"),
+            "iops": vol.get("Iops"),
+            "throughput": vol.get("Throughput"),
+            "encrypted": vol.get("Encrypted"),
+            "delete_on_termination": bdm.get("Ebs", {}).get("DeleteOnTermination"),
+        })
+    tags = tag_dict(inst.get("Tags"))
+    return {
+        "instance_id": inst["InstanceId"],
+        "instance_type": inst["InstanceType"],
+        "state": inst.get("State", {}).get("Name"),
+        "availability_zone": inst.get("Placement", {}).get("AvailabilityZone"),
+        "subnet_id": inst.get("SubnetId"),
+        "vpc_id": inst.get("VpcId"),
+        "image_id": inst.get("ImageId"),
+        "key_name": inst.get("KeyName"),
+        "private_ip": inst.get("PrivateIpAddress"),
+        "public_ip": inst.get("PublicIpAddress"),
+        "private_dns_name": inst.get("PrivateDnsName"),
+        "public_dns_name": inst.get("PublicDnsName"),
+        "launch_time": _iso(inst.get("LaunchTime")),
+        "market": "spot" if inst.get("InstanceLifecycle") == "spot" else "on-demand",
+        "http_tokens": inst.get("MetadataOptions", {}).get("HttpTokens"),
+        "generation": int(tags.get(TAG_GENERATION, "0") or 0) if tags.get(TAG_GENERATION, "0").isdigit() else 0,
+        "vcpus": gpu["vcpus"],
+        "memory_mib": gpu["memory_mib"],
+        "gpu_count": gpu["gpu_count"],
+        "gpu_model": gpu["gpu_model"],
+        "gpu_manufacturer": gpu["gpu_manufacturer"],
+        "gpu_memory_mib": gpu["gpu_memory_mib"],
+        "volumes": vols,
+        "tags": tags,
+    }
+
+
+def _order(instances: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Oldest first, ties by id: a stable order for results and for choosing which extras go."""
+    return sorted(instances, key=lambda i: (_iso(i.get("LaunchTime")), i["InstanceId"]))
+
+
+def _summary(instances: list[dict[str, Any]]) -> dict[str, Any]:
+    return {"count": len(instances),
+            "instances": {i["InstanceId"]: {"state": i.get("State", {}).get("Name"),
+                                            "instance_type": i.get("InstanceType"),
+                                            "availability_zone": i.get("Placement", {}).get("AvailabilityZone")}
+                          for i in _order(instances)}}
+
+
+# --------------------------------------------------------------------------------------------------------
+# ensure_present / ensure_absent
+# --------------------------------------------------------------------------------------------------------
+
+def resolve_types(ec2, spec: FleetSpec, image: dict[str, Any] | None,
+                  existing: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
+    """DescribeInstanceTypes once for the requested and the existing types; validate the requested ones."""
+    info = describe_instance_types(ec2, [*spec.instance_types, *(i["InstanceType"] for i in existing)])
+    unknown = [t for t in spec.instance_types if t not in info]
+    if unknown:
+        raise FleetError(f"instance_types {unknown} are not offered in this region (DescribeInstanceTypes does "
+                         f"not know them); check the spelling, for example g5.xlarge")
+    if spec.require_gpu:
+        no_gpu = [t for t in spec.instance_types if not gpu_summary(info[t])["gpu_count"]]
+        if no_gpu:
+            raise FleetError(f"instance_types {no_gpu} have no GPU (no GpuInfo in DescribeInstanceTypes); use a "
+                             f"GPU type such as g5.xlarge, or set require_gpu: false")
+    if image is not None:
+        arch = image.get("Architecture")
+        wrong = [t for t in spec.instance_types
+                 if arch and arch not in info[t].get("ProcessorInfo", {}).get("SupportedArchitectures", [arch])]
+        if wrong:
+            raise FleetError(f"image {image['ImageId']} is {arch} but instance_types {wrong} do not run {arch}; "
+                             f"pick an image of their architecture (dlami_info architecture) or other types")
+    return info
+
+
+def ensure_present(ec2, launch_ec2, spec: FleetSpec, check_mode: bool) -> tuple[bool, dict[str, Any]]:
+    validate_spec(spec)
+    everything = describe_fleet(ec2, spec.name)
+    live = _order([i for i in everything if i["State"]["Name"] in LIVE_STATES])
+    need = spec.count - len(live)
+    image = describe_image(ec2, spec.image_id) if need > 0 else None
+    if need > 0 and image is not None:
+        block_device_mappings(spec, image)  # validates the root size against the snapshot
+    type_info = resolve_types(ec2, spec, image, live)
+    if need > 0:
+        validate_zones(ec2, spec.availability_zones)
+    zones_of_subnets = subnet_zones(ec2, spec.subnet_ids) if need > 0 else {}
+
+    result: dict[str, Any] = {"launched": [], "terminated": [], "started": [], "stopped": [], "retagged": [],
+                              "attempts": []}
+    before = _summary(live)
+    changed = False
+
+    # Scale down: the newest go first (deterministic: launch time, then id).
+    keep = live
+    if need < 0:
+        extras = live[need:]
+        keep = live[:need]
+        result["terminated"] = [i["InstanceId"] for i in extras]
+        changed = True
+        if not check_mode:
+            terminate_instances(ec2, result["terminated"])
+
+    # Tags: add what is missing or different (never remove the user's other tags).
+    desired = spec.desired_tags
+    stale_tags = [i["InstanceId"] for i in keep
+                  if any(tag_dict(i.get("Tags")).get(k) != v for k, v in desired.items())]
+    if stale_tags:
+        result["retagged"] = stale_tags
+        changed = True
+        if not check_mode:
+            create_tags(ec2, stale_tags, desired)
+
+    predicted: list[dict[str, Any]] = []
+    launched: list[dict[str, Any]] = []
+    if need > 0:
+        changed = True
+        generation = next_generation(everything)
+        if check_mode:
+            first = placements(spec, zones_of_subnets)[0]
+            launch_request(spec, image, spec.instance_types[0], first, need, generation)
+            predicted = [{"InstanceId": f"(new {n + 1} of {need})", "InstanceType": spec.instance_types[0],
+                          "State": {"Name": "pending"}, "Placement": {"AvailabilityZone": first.get(
+                              "availability_zone", "")}} for n in range(need)]
+        else:
+            launched, attempts = launch(ec2, launch_ec2, spec, image, need, generation, zones_of_subnets,
+                                        {i["InstanceId"] for i in everything})
+            result["launched"] = sorted(i["InstanceId"] for i in launched)
+            result["attempts"] = attempts
+
+    # States: start or stop what is not as asked.
+    by_state = {s: [i["InstanceId"] for i in keep if i["State"]["Name"] == s] for s in LIVE_STATES}
+    if spec.state == "running" and (by_state["stopped"] or by_state["stopping"]):
+        to_start = by_state["stopped"] + by_state["stopping"]
+        result["started"] = to_start
+        changed = True
+        if not check_mode:
+            if by_state["stopping"]:
+                wait_for(ec2, "instance_stopped", by_state["stopping"], spec.wait_timeout)
+            start_instances(ec2, to_start)
+    if spec.state == "stopped":
+        to_stop = by_state["running"] + by_state["pending"] + result["launched"]
+        if to_stop or predicted:
+            result["stopped"] = to_stop
+            changed = True
+            if not check_mode:
+                wait_for(ec2, "instance_running", by_state["pending"] + result["launched"], spec.wait_timeout)
+                stop_instances(ec2, to_stop)
+
+    if check_mode:
+        after_instances = [*keep, *predicted]
+        if spec.state == "running":
+            after_instances = [{**i, "State": {"Name": "running"}} if i["InstanceId"] in result["started"] else i
+                               for i in after_instances]
+        if spec.state == "stopped":
+            after_instances = [{**i, "State": {"Name": "stopped"}} for i in after_instances]
+        after = _summary(after_instances)
+        records = [instance_record(i, type_info, {}) for i in keep]
+        result["predicted_launches"] = len(predicted)
+    else:
+        if spec.wait and spec.state in ("present", "running"):
+            pending = result["launched"] + result["started"] + by_state["pending"]
+            if pending:
+                wait_for(ec2, "instance_running", pending, spec.wait_timeout)
+                wait_for(ec2, "instance_status_ok", pending, spec.wait_timeout, batch=STATUS_BATCH)
+        if spec.wait and spec.state == "stopped" and result["stopped"]:
+            wait_for(ec2, "instance_stopped", result["stopped"], spec.wait_timeout)
+        if spec.wait and result["terminated"]:
+            wait_for(ec2, "instance_terminated", result["terminated"], spec.wait_timeout)
+        if changed:
+            final = _order(describe_fleet(ec2, spec.name, LIVE_STATES))
+            # A fresh launch may not be visible to a filtered Describe yet: keep what RunInstances returned.
+            seen = {i["InstanceId"] for i in final}
+            final = _order(final + [i for i in launched if i["InstanceId"] not in seen])
+        else:
+            final = keep
+        volumes = describe_fleet_volumes(ec2, spec.name) if final else {}
+        records = [instance_record(i, type_info, volumes) for i in final]
+        after = _summary(final)
+        _retag_volumes(ec2, final, volumes, desired, result)
+
+    result.update({
+        "instances": records,
+        "instance_ids": [r["instance_id"] for r in records],
+        "count": len(records),
+        "diff": {"before": before, "after": after},
+    })
+    return changed or bool(result.get("volumes_retagged")), result
+
+
+def _retag_volumes(ec2, instances: list[dict[str, Any]], volumes: dict[str, dict[str, Any]],
+                   desired: dict[str, str], result: dict[str, Any]) -> None:
+    """Volumes of the fleet carry the same dlfleet tags as their instance."""
+    attached = {bdm["Ebs"]["VolumeId"] for i in instances for bdm in i.get("BlockDeviceMappings", [])
+                if bdm.get("Ebs", {}).get("VolumeId")}
+    stale = sorted(v for v in attached
+                   if v in volumes and any(tag_dict(volumes[v].get("Tags")).get(k) != val
+                                           for k, val in desired.items()))
+    if stale:
+        create_tags(ec2, stale, desired)
+        result["volumes_retagged"] = stale
+
+
+def ensure_absent(ec2, spec: FleetSpec, check_mode: bool) -> tuple[bool, dict[str, Any]]:
+    validate_spec(spec)
+    live = _order(describe_fleet(ec2, spec.name, LIVE_STATES))
+    ids = [i["InstanceId"] for i in live]
+    result: dict[str, Any] = {"launched": [], "terminated": ids, "started": [], "stopped": [], "retagged": [],
+                              "attempts": [], "instances": [], "instance_ids": [], "count": 0,
+                              "diff": {"before": _summary(live), "after": _summary([])}}
+    if ids and not check_mode:
+        terminate_instances(ec2, ids)
+        if spec.wait:
+            wait_for(ec2, "instance_terminated", ids, spec.wait_timeout)
+    return bool(ids), result
