@@ -182,23 +182,25 @@ def validate_spec(spec: FleetSpec) -> None:
     if spec.kms_key_id and not spec.encrypted:
         raise FleetError(f"kms_key_id {spec.kms_key_id!r} needs encrypted: true; drop kms_key_id or encrypt")
     validate_volume(spec.root_volume, "root_volume")
-    devices = set()
+    explicit = [v["device_name"] for v in spec.data_volumes if v.get("device_name")]
+    twice = sorted({d for d in explicit if explicit.count(d) > 1})
+    if twice:
+        raise FleetError(f"data_volumes device_name {', '.join(twice)} is used twice; give each volume its own device")
     for i, vol in enumerate(spec.data_volumes):
         where = f"data_volumes[{i}]"
         if vol.get("size") is None:
             raise FleetError(f"{where}.size is missing; give the size in GiB, for example size: 100")
         validate_volume(vol, where)
-        device = data_device_name(vol, i)
-        if device in devices:
-            raise FleetError(f"{where}.device_name {device} is used twice; give each data volume its own device")
-        devices.add(device)
     if len(spec.data_volumes) > len(DATA_DEVICE_LETTERS):
         raise FleetError(f"{len(spec.data_volumes)} data_volumes is more than {len(DATA_DEVICE_LETTERS)}; "
                          f"use fewer, larger volumes")
 
 
-def data_device_name(volume: dict[str, Any], index: int) -> str:
-    return volume.get("device_name") or f"/dev/sd{DATA_DEVICE_LETTERS[index % len(DATA_DEVICE_LETTERS)]}"
+def data_device_names(volumes: list[dict[str, Any]]) -> list[str]:
+    """Each data volume's device: its own device_name, else the next free /dev/sdf, /dev/sdg, ..."""
+    taken = {v["device_name"] for v in volumes if v.get("device_name")}
+    free = iter(d for d in (f"/dev/sd{c}" for c in DATA_DEVICE_LETTERS) if d not in taken)
+    return [v.get("device_name") or next(free) for v in volumes]
 
 
 # --------------------------------------------------------------------------------------------------------
@@ -347,8 +349,8 @@ def block_device_mappings(spec: FleetSpec, image: dict[str, Any]) -> list[dict[s
                          f"or more, or leave it out to keep the image's size")
     mappings = [{"DeviceName": image.get("RootDeviceName", "/dev/sda1"),
                  "Ebs": _ebs(root, root.get("size") or snapshot_size, spec, delete_on_termination=True)}]
-    for i, vol in enumerate(spec.data_volumes):
-        mappings.append({"DeviceName": data_device_name(vol, i),
+    for vol, device in zip(spec.data_volumes, data_device_names(spec.data_volumes), strict=True):
+        mappings.append({"DeviceName": device,
                          "Ebs": _ebs(vol, vol["size"], spec, vol.get("delete_on_termination", True))})
     return mappings
 
@@ -402,6 +404,8 @@ def launch_request(spec: FleetSpec, image: dict[str, Any], instance_type: str, p
 
 def _outcome_unknown(err: BaseException) -> bool:
     if isinstance(err, botocore.exceptions.ClientError):
+        if error_code(err) in CAPACITY_CODES:  # AWS sends these with HTTP 500, yet nothing was launched
+            return False
         status = err.response.get("ResponseMetadata", {}).get("HTTPStatusCode", 0)
         return error_code(err) in UNKNOWN_OUTCOME_CODES or status >= 500
     return isinstance(err, (botocore.exceptions.ConnectionError, botocore.exceptions.HTTPClientError))
