@@ -32,10 +32,11 @@ import numpy as np
 from mxnet import autograd, gluon
 
 try:
-    from training import checkpoint, data, inference, launch, models
+    from training import checkpoint, data, dist, inference, launch, models
 except ImportError:  # flat layout: `cd training && python train.py`, or SageMaker's code folder
     import checkpoint
     import data
+    import dist
     import inference
     import launch
     import models
@@ -277,7 +278,8 @@ class Trainer:
         self.cfg, self.out = cfg, out
         self.ckpt_root = Path(cfg.checkpoint_dir)
         self.ctx = [mx.gpu(i) for i in range(cfg.gpus)] or [mx.cpu()]
-        self.kv, self.rank, self.num_workers = self._kvstore()
+        self.dist = self._dist()
+        self.rank, self.num_workers = (self.dist.rank, self.dist.num_workers) if self.dist else (0, 1)
         self.rng = np.random.default_rng([cfg.seed, self.rank])
         mx.random.seed(cfg.seed)
         random.seed(cfg.seed)
@@ -293,25 +295,22 @@ class Trainer:
         self.net(mx.nd.zeros((1, 3, 32, 32), ctx=self.ctx[0]))  # finish deferred shapes (BatchNorm)
         if cfg.hybridize:
             self.net.hybridize(static_alloc=True, static_shape=True)
+        if self.dist:
+            self.dist.attach(self.net.collect_params())
         self.trainer = gluon.Trainer(self.net.collect_params(), cfg.optimizer,
                                      {"learning_rate": cfg.lr, "momentum": cfg.momentum, "wd": cfg.wd},
-                                     kvstore=self.kv, update_on_kvstore=False if self.distributed else None)
+                                     kvstore=None if self.dist else cfg.kvstore)
         sparse = cfg.label_smoothing == 0 and cfg.mixup_alpha == 0
         self.loss_fn = gluon.loss.SoftmaxCrossEntropyLoss(sparse_label=sparse)
         self.history: list[dict] = []
 
-    @property
-    def distributed(self) -> bool:
-        return self.cfg.kvstore.startswith("dist")
-
-    def _kvstore(self):
+    def _dist(self) -> dist.DistSync | None:
         if not self.cfg.kvstore.startswith("dist"):
-            return self.cfg.kvstore, 0, 1
+            return None
         if "DMLC_ROLE" not in os.environ:
             raise SystemExit(f"--kvstore {self.cfg.kvstore} needs the DMLC_* variables of a parameter-server job: "
                              "start it with `python -m training.launch` (see training/README.md)")
-        kv = mx.kv.create(self.cfg.kvstore)
-        return kv, kv.rank, kv.num_workers
+        return dist.DistSync(self.cfg.kvstore, self.ctx)
 
     def _load_data(self) -> data.Cifar:
         cfg = self.cfg
@@ -335,9 +334,11 @@ class Trainer:
         checkpoint.clean_partials(self.ckpt_root)
         found = checkpoint.checkpoints(self.ckpt_root)
         epoch = found[-1] if found else 0
-        if self.distributed:
+        if self.dist:
             epoch = self._agree(epoch, found)
         if epoch == 0:
+            if self.dist:
+                self.dist.broadcast_params()
             return 0
         folder, state = checkpoint.load_state(self.ckpt_root, epoch)
         if state.get("identity") != identity(self.cfg):
@@ -349,21 +350,17 @@ class Trainer:
         self.history = state["history"][:epoch]
         self.rng.bit_generator.state = state["numpy_rng"]
         random.setstate(_tuplify(state["python_rng"]))
+        if self.dist:
+            self.dist.broadcast_params()
         print(f"resumed from {folder}: {epoch} of {self.cfg.epochs} epochs already done", flush=True)
         return epoch
 
     def _agree(self, epoch: int, found: list[int]) -> int:
         """Workers resume from the same epoch: the oldest newest-checkpoint among them (each keeps two)."""
-        slots = mx.nd.zeros((self.num_workers,))
-        key = 1 << 30  # far above the trainer's parameter keys
-        self.kv.init(key, slots)
-        mine = mx.nd.zeros((self.num_workers,))
-        mine[self.rank] = epoch
-        self.kv.push(key, mine)
-        self.kv.pull(key, out=slots)
-        agreed = int(slots.asnumpy().min())
+        epochs = self.dist.agree_min(epoch)
+        agreed = min(epochs)
         if agreed and agreed not in found:
-            raise SystemExit(f"workers disagree on the resume point (epochs {slots.asnumpy().tolist()}) and this one "
+            raise SystemExit(f"workers disagree on the resume point (epochs {epochs}) and this one "
                              f"lacks checkpoint {agreed}; clear {self.ckpt_root} on every worker to start over")
         return agreed
 
@@ -413,6 +410,8 @@ class Trainer:
                 outputs = [self.net(xi) for xi in xs]
                 losses = [self.loss_fn(o, t) for o, t in zip(outputs, ts, strict=True)]
             autograd.backward(losses)
+            if self.dist:
+                self.dist.allreduce_grads()
             self.trainer.step(global_batch)
             for out, yi, loss in zip(outputs, ys, losses, strict=True):
                 loss_sum += loss.sum().as_in_context(self.ctx[0])
@@ -429,6 +428,8 @@ class Trainer:
                 interval_start = time.time()
         train_loss, train_acc = loss_sum.asscalar() / max(seen, 1), correct.asscalar() / max(seen, 1)
         train_seconds = time.time() - start
+        if self.dist:
+            self.dist.average_stats()
         val_acc = self.evaluate()
         return {"epoch": epoch + 1, "train_loss": round(float(train_loss), 6), "train_acc": round(float(train_acc), 6),
                 "val_acc": round(float(val_acc), 6), "images_per_sec": round(seen / train_seconds, 2),
@@ -448,7 +449,7 @@ class Trainer:
     def run(self, start_epoch: int) -> dict:
         cfg = self.cfg
         tag = "SYNTHETIC data" if self.data.synthetic else "CIFAR-10"
-        title = f"{cfg.model} on {tag}" + (f" (worker {self.rank} of {self.num_workers})" if self.distributed else "")
+        title = f"{cfg.model} on {tag}" + (f" (worker {self.rank} of {self.num_workers})" if self.dist else "")
         for epoch in range(start_epoch, cfg.epochs):
             metrics = self.train_epoch(epoch)
             self.history.append(metrics)
