@@ -1,0 +1,477 @@
+#!/usr/bin/python
+# Copyright: dlfleet contributors
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+from __future__ import annotations
+
+DOCUMENTATION = r"""
+---
+module: sagemaker_training_job
+short_description: Run a SageMaker training job (framework script mode), in AWS or locally without docker
+version_added: "1.0.0"
+description:
+  - Makes sure the training job O(name) exists with the given spec, and by default waits for it to finish.
+  - The code in O(source_dir) is packed into a deterministic C(sourcedir.tar.gz) named by its SHA-256, so
+    unchanged code is never uploaded twice. Uploads ask for server-side encryption (SSE-S3, or SSE-KMS with
+    O(kms_key_id)).
+  - Hyperparameters are JSON-encoded as the SageMaker framework containers expect, with C(sagemaker_program),
+    C(sagemaker_submit_directory), C(sagemaker_region), C(sagemaker_container_log_level) and
+    C(sagemaker_job_name) injected.
+  - Job names are immutable. The same spec under an existing name is no change; another spec under that
+    name is an error that lists what differs. Only tags can change on an existing job.
+  - With O(instance_type=local) the job runs on this machine as a process of O(local_python), under the
+    training container contract (C(/opt/ml) layout rooted in a work dir under O(local_dir), C(SM_*)
+    variables, hyperparameters as command-line arguments, C(model.tar.gz) uploaded to O(output_path)).
+    Its record is kept under O(local_dir); options, return values and errors are the same as in AWS.
+  - O(state=absent) stops a job that is still running. SageMaker keeps finished jobs; there is no delete.
+author:
+  - dlfleet contributors
+options:
+  name:
+    description: Training job name, 1-63 letters, digits and hyphens.
+    type: str
+    required: true
+  state:
+    description:
+      - V(present) creates the job (and waits, see O(wait)); V(absent) stops it if it is running.
+      - To address a local job with V(absent), also give O(instance_type=local).
+    type: str
+    choices: [present, absent]
+    default: present
+  role_arn:
+    description: IAM execution role the job assumes. Required in AWS; recorded only in local mode.
+    type: str
+  entry_point:
+    description:
+      - The training script, relative to O(source_dir) when that is set, otherwise a path to one file.
+      - Required with O(state=present).
+    type: str
+  source_dir:
+    description: Directory holding the training code; packed whole (less O(source_exclude)).
+    type: path
+  source_exclude:
+    description:
+      - Glob patterns of file or directory names left out of the code archive.
+      - A C(requirements.txt) in the archive makes the framework container pip-install it; leave it out when
+        the image already has what it lists.
+    type: list
+    elements: str
+    default: ["__pycache__", "*.pyc", ".*"]
+  code_location:
+    description: S3 (or, locally, file://) prefix for code archives. Defaults to O(output_path)/code.
+    type: str
+  framework:
+    description: Framework whose SageMaker image runs the script.
+    type: str
+    choices: [mxnet]
+    default: mxnet
+  framework_version:
+    description: Framework version, looked up with the SageMaker SDK's C(image_uris.retrieve).
+    type: str
+    default: "1.9.0"
+  py_version:
+    description: Python version tag of the framework image.
+    type: str
+    default: py38
+  image_uri:
+    description: An explicit training image; overrides the framework lookup.
+    type: str
+  container_log_level:
+    description: Python logging level inside the container (C(sagemaker_container_log_level)).
+    type: int
+    default: 20
+  kms_key_id:
+    description: KMS key for SSE-KMS on uploads and on the job's output. Without it, SSE-S3 (AES256).
+    type: str
+  hyperparameters:
+    description: Hyperparameters (numbers, strings, booleans), passed to the script as C(--name value).
+    type: dict
+    default: {}
+  channels:
+    description: Input channels, each mounted at C(/opt/ml/input/data/<name>).
+    type: list
+    elements: dict
+    default: []
+    suboptions:
+      name:
+        description: Channel name (C(SM_CHANNEL_<NAME>)).
+        type: str
+        required: true
+      uri:
+        description: s3:// prefix, or file:// path in local mode.
+        type: str
+        required: true
+      content_type:
+        description: MIME type of the channel's data.
+        type: str
+      distribution:
+        description: Whether each instance gets all data or a shard by S3 key.
+        type: str
+        choices: [FullyReplicated, ShardedByS3Key]
+        default: FullyReplicated
+      input_mode:
+        description: Channel input mode.
+        type: str
+        choices: [File, Pipe, FastFile]
+      compression:
+        description: Compression of the channel's data.
+        type: str
+        choices: ["None", Gzip]
+        default: "None"
+  instance_type:
+    description: An ml.* instance type, or V(local) / V(local_gpu) to run on this machine.
+    type: str
+  instance_count:
+    description: Number of instances.
+    type: int
+    default: 1
+  volume_size:
+    description: EBS volume per instance, in GB.
+    type: int
+    default: 30
+  max_run:
+    description: Longest the job may run, in seconds; then it is stopped (status Stopped, MaxRuntimeExceeded).
+    type: int
+    default: 86400
+  use_spot:
+    description: Managed spot training.
+    type: bool
+    default: false
+  max_wait:
+    description: With spot, the longest wait for capacity plus run time, in seconds (>= O(max_run)).
+    type: int
+  checkpoint_s3_uri:
+    description: Where checkpoints are synced, so that an interrupted spot job resumes.
+    type: str
+  checkpoint_local_path:
+    description: Checkpoint directory inside the container.
+    type: str
+    default: /opt/ml/checkpoints
+  distribution:
+    description: Distributed training.
+    type: dict
+    suboptions:
+      parameter_server:
+        description: MXNet parameter server (scheduler, servers and workers with DMLC_* variables).
+        type: dict
+        suboptions:
+          enabled:
+            description: Start the parameter server.
+            type: bool
+            default: false
+  metric_definitions:
+    description: Metrics read from the job's log; the regex's first group is the value.
+    type: list
+    elements: dict
+    default: []
+    suboptions:
+      name:
+        description: Metric name.
+        type: str
+        required: true
+      regex:
+        description: Regular expression with one group.
+        type: str
+        required: true
+  output_path:
+    description: S3 prefix (or file:// locally) that receives C(<name>/output/model.tar.gz).
+    type: str
+  subnets:
+    description: VPC subnets (with O(security_group_ids)).
+    type: list
+    elements: str
+  security_group_ids:
+    description: VPC security groups (with O(subnets)).
+    type: list
+    elements: str
+  enable_network_isolation:
+    description: Run the container without network access.
+    type: bool
+    default: false
+  tags:
+    description: Tags for the job.
+    type: dict
+    default: {}
+  fleet:
+    description: When set, the tags C(dlfleet:fleet), C(dlfleet:owner) and C(dlfleet:ttl) are added.
+    type: str
+  owner:
+    description: Value of the C(dlfleet:owner) tag (with O(fleet)).
+    type: str
+    default: dlfleet
+  ttl:
+    description: Value of the C(dlfleet:ttl) tag (with O(fleet)), for example V(8h).
+    type: str
+    default: 8h
+  local_dir:
+    description: Local mode state (job records, work dirs, logs), and a cache of image URI lookups.
+    type: path
+    default: ~/.dlfleet/sagemaker-local
+  local_python:
+    description: Local mode interpreter that runs the entry point (the training environment's Python).
+    type: str
+    default: python3
+  wait:
+    description: Wait until the job is Completed, Failed or Stopped.
+    type: bool
+    default: true
+  wait_timeout:
+    description: Seconds to wait.
+    type: int
+    default: 86400
+  log_tail_lines:
+    description: How many of the job's newest log lines to return (CloudWatch in AWS, the local log otherwise).
+    type: int
+    default: 20
+notes:
+  - Progress (status and secondary status changes) is returned in RV(status_changes) and
+    RV(secondary_status_transitions), and written to the controller's log.
+extends_documentation_fragment:
+  - amazon.aws.common.modules
+  - amazon.aws.region.modules
+  - amazon.aws.boto3
+"""
+
+EXAMPLES = r"""
+- name: Train on SageMaker (the seed chapter's MXNet estimator)
+  sagemaker_training_job:
+    name: cifar10-resnet20-001
+    role_arn: arn:aws:iam::123456789012:role/SageMakerRole
+    entry_point: train.py
+    source_dir: training
+    source_exclude: ["__pycache__", "*.pyc", ".*", requirements.txt]
+    framework_version: "1.9.0"
+    py_version: py38
+    instance_type: ml.p3.2xlarge
+    hyperparameters: {epochs: 30, batch-size: 1024, lr: 0.4}
+    channels:
+      - {name: training, uri: s3://my-bucket/data/cifar10}
+    metric_definitions:
+      - {name: validation-accuracy, regex: "validation-accuracy=([0-9.]+)"}
+    output_path: s3://my-bucket/output
+    use_spot: true
+    max_run: 7200
+    max_wait: 14400
+    checkpoint_s3_uri: s3://my-bucket/checkpoints/cifar10-resnet20-001
+    fleet: dlfleet-prod
+
+- name: Train the same code on this machine, no docker
+  sagemaker_training_job:
+    name: cifar10-local-001
+    entry_point: train.py
+    source_dir: training
+    instance_type: local
+    local_python: .venv-train/bin/python
+    local_dir: .run/sagemaker
+    hyperparameters: {epochs: 1, dataset: synthetic}
+    channels:
+      - {name: training, uri: "file:///data/cifar10"}
+    output_path: s3://my-bucket/output
+
+- name: Stop a running job
+  sagemaker_training_job:
+    name: cifar10-resnet20-001
+    state: absent
+"""
+
+RETURN = r"""
+training_job:
+  description: The DescribeTrainingJob answer in snake_case, with decoded C(hyperparameters) and C(tags).
+  returned: when the job exists
+  type: dict
+  sample: {training_job_name: cifar10-001, training_job_status: Completed, hyperparameters: {epochs: 1}}
+model_artifact:
+  description: URI of the job's C(model.tar.gz).
+  returned: always
+  type: str
+  sample: s3://my-bucket/output/cifar10-001/output/model.tar.gz
+final_metrics:
+  description: Last value of each metric definition.
+  returned: always
+  type: dict
+  sample: {validation-accuracy: 0.91}
+billable_seconds:
+  description: Billable time of the job (spot savings included), in seconds.
+  returned: always
+  type: int
+  sample: 412
+status:
+  description: TrainingJobStatus.
+  returned: always
+  type: str
+  sample: Completed
+secondary_status_transitions:
+  description: The job's secondary status transitions, as C(Status - message) lines.
+  returned: always
+  type: list
+  elements: str
+  sample: ["Starting: Preparing the instances for training", "Training: Training in progress."]
+status_changes:
+  description: Status changes this task saw while waiting, as C(status/secondary) strings.
+  returned: always
+  type: list
+  elements: str
+  sample: ["InProgress/Starting", "InProgress/Training", "Completed"]
+log_tail:
+  description: The newest lines of the job's log (CloudWatch in AWS, the local log in local mode).
+  returned: always
+  type: list
+  elements: str
+source:
+  description: The code archive, its SHA-256 and whether this run uploaded it.
+  returned: with state=present
+  type: dict
+  sample: {uri: s3://my-bucket/output/code/3f2a.../sourcedir.tar.gz, sha256: 3f2a..., uploaded: false}
+image_uri:
+  description: The training image.
+  returned: with state=present
+  type: str
+  sample: 763104351884.dkr.ecr.us-east-1.amazonaws.com/mxnet-training:1.9.0-gpu-py38
+"""
+
+from ansible.module_utils.dlfleet_sagemaker import (
+    POLL_SECONDS,
+    TRAINING_TERMINAL,
+    SageMakerError,
+    Storage,
+    backend_for,
+    check_name,
+    check_training_params,
+    common_spec,
+    default_code_location,
+    definition_view,
+    differences,
+    image_cache_path,
+    image_uri,
+    immutable_mismatch,
+    is_local,
+    region_of,
+    resource_tags,
+    s3_client_factory,
+    source_bundle,
+    training_job_request,
+    training_result,
+    training_spec,
+    training_status,
+    wait_for,
+)
+from ansible_collections.amazon.aws.plugins.module_utils.modules import AnsibleAWSModule
+
+
+def wait_job(backend, name: str, params: dict, log) -> tuple[dict, list[str]]:
+    return wait_for(lambda: backend.describe_training_job(name), training_status, TRAINING_TERMINAL,
+                    params["wait_timeout"], POLL_SECONDS[backend.mode], f"training job {name}", log)
+
+
+def finish(backend, record: dict, params: dict, seen: list[str], changed: bool) -> dict:
+    name = params["name"]
+    tail = backend.training_log_tail(name, params["log_tail_lines"])
+    tags = backend.list_tags(record["TrainingJobArn"])
+    result = training_result(record, tags, tail, seen)
+    result["changed"] = changed
+    if record.get("TrainingJobStatus") == "Failed":
+        raise SageMakerError(
+            f"training job {name!r} failed: {record.get('FailureReason', 'no reason given')}. Fix the cause "
+            f"(see log_tail), then run it under a new name: job names are immutable",
+            code="TrainingJobFailed", **result)
+    return result
+
+
+def ensure_present(backend, storage: Storage, params: dict, check_mode: bool, region: str, log) -> dict:
+    name = params["name"]
+    check_name("training job", name)
+    check_training_params(params)
+    if backend.mode == "local":
+        backend.check_python()
+    image = image_uri(params, region, "training", params["instance_type"], image_cache_path(params))
+    bundle = source_bundle(params, default_code_location(params["output_path"]))
+    request = training_job_request(params, name, image, bundle, region)
+    want_tags = resource_tags(params)
+    existing = backend.describe_training_job(name)
+    diff = {"before": definition_view(existing) if existing else {}, "after": definition_view(request)}
+    source = {"uri": bundle["uri"], "sha256": bundle["sha256"], "uploaded": False}
+    if existing:
+        diffs = differences(definition_view(existing), definition_view(request))
+        if diffs:
+            raise immutable_mismatch("training job", name, diffs)
+        have_tags = backend.list_tags(existing["TrainingJobArn"])
+        diff["before"]["tags"], diff["after"]["tags"] = have_tags, want_tags
+        changed = have_tags != want_tags
+        if changed and not check_mode:
+            backend.update_tags(existing["TrainingJobArn"], want_tags, have_tags)
+        record, seen = existing, [training_status(existing)]
+        if params["wait"] and existing["TrainingJobStatus"] not in TRAINING_TERMINAL and not check_mode:
+            record, seen = wait_job(backend, name, params, log)
+        result = finish(backend, record, params, seen, changed)
+    elif check_mode:
+        result = training_result(None)
+        result.update(changed=True, status="(would be created)")
+    else:
+        source["uploaded"] = storage.put_if_absent(bundle["uri"], bundle["data"])
+        backend.create_training_job(request)
+        record = backend.describe_training_job(name) or {}
+        seen = [training_status(record)]
+        if params["wait"]:
+            record, seen = wait_job(backend, name, params, log)
+        result = finish(backend, record, params, seen, True)
+    result.update(source=source, image_uri=image, diff=diff)
+    return result
+
+
+def ensure_absent(backend, params: dict, check_mode: bool, log) -> dict:
+    name = params["name"]
+    check_name("training job", name)
+    existing = backend.describe_training_job(name)
+    if not existing or existing["TrainingJobStatus"] not in ("InProgress", "Stopping"):
+        result = training_result(existing)
+        same = {"status": result["status"]}
+        result.update(changed=False, diff={"before": same, "after": same})
+        return result
+    diff = {"before": {"status": existing["TrainingJobStatus"]}, "after": {"status": "Stopped"}}
+    if check_mode:
+        result = training_result(existing)
+        result.update(changed=True, diff=diff)
+        return result
+    if existing["TrainingJobStatus"] == "InProgress":
+        backend.stop_training_job(name)
+    record, seen = existing, [training_status(existing)]
+    if params["wait"]:
+        record, seen = wait_job(backend, name, params, log)
+    result = training_result(record, backend.list_tags(record["TrainingJobArn"]),
+                             backend.training_log_tail(name, params["log_tail_lines"]), seen)
+    result.update(changed=True, diff=diff)
+    return result
+
+
+def main() -> None:
+    argument_spec = dict(
+        name=dict(type="str", required=True),
+        state=dict(type="str", default="present", choices=["present", "absent"]),
+        log_tail_lines=dict(type="int", default=20),
+        **training_spec(),
+        **common_spec(),
+    )
+    module = AnsibleAWSModule(
+        argument_spec=argument_spec,
+        supports_check_mode=True,
+        required_if=[("state", "present", ["entry_point", "instance_type", "output_path"])],
+        required_together=[("subnets", "security_group_ids")],
+    )
+    params = module.params
+    try:
+        local = is_local(params["instance_type"])
+        region = region_of(module, local)
+        backend = backend_for(module, local)
+        if params["state"] == "present":
+            storage = backend.storage if local else Storage(s3_client_factory(module), params["kms_key_id"])
+            result = ensure_present(backend, storage, params, module.check_mode, region, module.log)
+        else:
+            result = ensure_absent(backend, params, module.check_mode, module.log)
+    except SageMakerError as err:
+        module.fail_json(msg=str(err), error_code=err.code, **err.details)
+    if not module._diff:
+        result.pop("diff", None)
+    module.exit_json(**result)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,197 @@
+# SageMaker calls that moto 5.2.5 lacks or answers with invented data, added to its SageMaker backend so
+# that the modules' AWS code paths run against an emulator over HTTP. Not used by the modules themselves:
+# an emulator process calls install() before it serves (or runs this file: python <this> --port N).
+#
+# What moto 5.2.5 does, and what this changes:
+# - StopTrainingJob, UpdateEndpoint, StopHyperParameterTuningJob and
+#   ListTrainingJobsForHyperParameterTuningJob are not implemented (HTTP 500): added, with AWS's rules
+#   (stopping a finished job and updating a busy endpoint are ValidationExceptions).
+# - CreateTrainingJob overwrites a job of the same name: now ResourceInUse, as in AWS.
+# - Training jobs: moto replaces the caller's MetricDefinitions with an invented "test:dcg" and reports an
+#   invented "train:progress" metric. Here the caller's definitions are kept and no metric is invented
+#   (nothing ran, so nothing was measured). A job is InProgress for DLFLEET_EMULATOR_TRAINING_SECONDS
+#   (default 0: finished at once, as moto has it), then Completed with its secondary status transitions and
+#   billable seconds.
+# - Tuning jobs: moto reports an invented best training job ("FakeTrainingJobName", objective 1). Here no
+#   trial ran, so there is no best job and the counters are zero.
+from __future__ import annotations
+
+import math
+import os
+from datetime import timedelta
+from typing import Any
+
+_installed = False
+
+
+def _training_seconds() -> float:
+    return float(os.environ.get("DLFLEET_EMULATOR_TRAINING_SECONDS", "0") or 0)
+
+
+def install() -> None:
+    """Patch moto's SageMaker backend and responses in this process (idempotent)."""
+    global _installed
+    if _installed:
+        return
+    from moto.core.responses import ActionResult, EmptyResult
+    from moto.core.utils import utcnow
+    from moto.sagemaker import models, responses
+    from moto.sagemaker.exceptions import ResourceInUseException, ValidationError
+
+    job_init = models.FakeTrainingJob.__init__
+
+    def init(self, *args: Any, **kwargs: Any) -> None:
+        definitions = list((kwargs.get("algorithm_specification") or {}).get("MetricDefinitions") or [])
+        job_init(self, *args, **kwargs)
+        if definitions:
+            self.algorithm_specification["MetricDefinitions"] = definitions
+        else:
+            self.algorithm_specification.pop("MetricDefinitions", None)
+        self.final_metric_data_list = []
+        self.duration = _training_seconds()
+        self.training_job_status = "InProgress" if self.duration > 0 else "Completed"
+        self.secondary_status = "Training" if self.duration > 0 else "Completed"
+        self._finish_if_due()
+
+    def finish_if_due(self) -> None:
+        if self.training_job_status != "InProgress":
+            return
+        if (utcnow() - self.creation_time).total_seconds() < self.duration:
+            return
+        self._end("Completed", "Completed", "Training job completed")
+
+    def end(self, status: str, secondary: str, message: str) -> None:
+        now = utcnow()
+        seconds = max(1, math.ceil((now - self.creation_time).total_seconds()))
+        self.training_job_status = status
+        self.secondary_status = secondary
+        self.training_end_time = self.last_modified_time = now
+        self.training_time_in_seconds = self.billable_time_in_seconds = seconds
+        start = self.creation_time
+        self.secondary_status_transitions = [
+            {"Status": "Starting", "StartTime": start, "EndTime": start,
+             "StatusMessage": "Preparing the instances for training"},
+            {"Status": "Training", "StartTime": start, "EndTime": now,
+             "StatusMessage": "Training image download completed. Training in progress."},
+            {"Status": secondary, "StartTime": now, "StatusMessage": message},
+        ]
+
+    models.FakeTrainingJob.__init__ = init
+    models.FakeTrainingJob._finish_if_due = finish_if_due
+    models.FakeTrainingJob._end = end
+    original_response = models.FakeTrainingJob.response_object
+
+    def response_object(self) -> dict[str, Any]:
+        self._finish_if_due()
+        return original_response.fget(self)
+
+    models.FakeTrainingJob.response_object = property(response_object)
+
+    backend_create = models.SageMakerModelBackend.create_training_job
+
+    def create_training_job(self, training_job_name: str, *args: Any, **kwargs: Any):
+        if training_job_name in self.training_jobs:
+            arn = self.training_jobs[training_job_name].arn
+            raise ResourceInUseException(
+                f"Training job names must be unique within an AWS account and region, and a training job "
+                f"with this name already exists ({arn})")
+        return backend_create(self, training_job_name, *args, **kwargs)
+
+    models.SageMakerModelBackend.create_training_job = create_training_job
+
+    tuning_init = models.HyperParameterTuningJob.__init__
+
+    def init_tuning(self, *args: Any, **kwargs: Any) -> None:
+        tuning_init(self, *args, **kwargs)
+        self.best_training_job = None
+        self.OverallBestTrainingJob = None
+        self.training_job_status_counters = {k: 0 for k in self.training_job_status_counters}
+        self.objective_status_counters = {k: 0 for k in self.objective_status_counters}
+        self.tuning_job_completion_details = None
+        self.consumed_resources = {"RuntimeInSeconds": 0}
+
+    models.HyperParameterTuningJob.__init__ = init_tuning
+    tuning_describe = models.HyperParameterTuningJob.describe
+
+    def describe_tuning(self) -> dict[str, Any]:
+        return {k: v for k, v in tuning_describe(self).items() if v is not None and v != ""}
+
+    models.HyperParameterTuningJob.describe = describe_tuning
+
+    def stop_training_job(self) -> ActionResult:
+        name = self._get_param("TrainingJobName")
+        job = self.sagemaker_backend.training_jobs.get(name)
+        if job is None:
+            raise ValidationError(f"Requested resource not found: training job {name}")
+        job._finish_if_due()
+        if job.training_job_status != "InProgress":
+            raise ValidationError(
+                f"The request was rejected because the training job is in status {job.training_job_status}.")
+        job._end("Stopped", "Stopped", "The job was stopped")
+        return EmptyResult()
+
+    def update_endpoint(self) -> ActionResult:
+        backend = self.sagemaker_backend
+        name = self._get_param("EndpointName")
+        config_name = self._get_param("EndpointConfigName")
+        endpoint = backend.endpoints.get(name)
+        if endpoint is None:
+            raise ValidationError(f"Could not find endpoint \"{name}\".")
+        if endpoint.endpoint_status != "InService":
+            raise ValidationError(f"Cannot update in-progress endpoint \"{endpoint.arn}\".")
+        if endpoint.endpoint_config_name == config_name:
+            raise ValidationError("Cannot update endpoint with the same endpoint configuration: create a new one")
+        config = backend.describe_endpoint_config(config_name)
+        endpoint.endpoint_config_name = config_name
+        endpoint.production_variants = endpoint._process_production_variants(config["ProductionVariants"])
+        endpoint.last_modified_time = utcnow() + timedelta(microseconds=1)
+        return ActionResult({"EndpointArn": endpoint.arn})
+
+    def stop_hyper_parameter_tuning_job(self) -> ActionResult:
+        name = self._get_param("HyperParameterTuningJobName")
+        job = self.sagemaker_backend.hyper_parameter_tuning_jobs.get(name)
+        if job is None:
+            raise ValidationError(f"Amazon SageMaker can't find a tuning job with name {name}")
+        if job.hyper_parameter_tuning_job_status != "InProgress":
+            raise ValidationError(
+                f"The request was rejected because the tuning job is in status "
+                f"{job.hyper_parameter_tuning_job_status}.")
+        job.hyper_parameter_tuning_job_status = "Stopped"
+        return EmptyResult()
+
+    def list_training_jobs_for_hyper_parameter_tuning_job(self) -> ActionResult:
+        name = self._get_param("HyperParameterTuningJobName")
+        if name not in self.sagemaker_backend.hyper_parameter_tuning_jobs:
+            raise ValidationError(f"Amazon SageMaker can't find a tuning job with name {name}")
+        return ActionResult({"TrainingJobSummaries": []})  # no trial ever runs in the emulator
+
+    for func in (stop_training_job, update_endpoint, stop_hyper_parameter_tuning_job,
+                 list_training_jobs_for_hyper_parameter_tuning_job):
+        setattr(responses.SageMakerResponse, func.__name__, func)
+    _installed = True
+
+
+def main() -> None:
+    """A moto server on 127.0.0.1 with this extension: python <this> --port N."""
+    import argparse
+    import signal
+    import threading
+
+    parser = argparse.ArgumentParser(description="moto server with the SageMaker extension")
+    parser.add_argument("--port", type=int, required=True)
+    args = parser.parse_args()
+    install()
+    from moto.moto_server.threaded_moto_server import ThreadedMotoServer
+
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=args.port, verbose=False)
+    server.start()
+    done = threading.Event()
+    signal.signal(signal.SIGTERM, lambda *_: done.set())
+    signal.signal(signal.SIGINT, lambda *_: done.set())
+    print(f"serving on 127.0.0.1:{args.port}", flush=True)
+    done.wait()
+    server.stop()
+
+
+if __name__ == "__main__":
+    main()
