@@ -45,7 +45,9 @@ options:
     type: list
     elements: str
   availability_zones:
-    description: Availability zones to try, in order, for each instance type (in the default VPC).
+    description:
+      - Availability zones to try, in order, for each instance type (in the default VPC).
+      - Give either this or O(subnet_ids), not both; a subnet already fixes its zone.
     type: list
     elements: str
     default: []
@@ -361,7 +363,6 @@ def main() -> None:
             ("state", "running", ["count", "instance_types", "image_id"]),
             ("state", "stopped", ["count", "instance_types", "image_id"]),
         ],
-        mutually_exclusive=[("availability_zones", "subnet_ids")],
     )
     spec = build_spec(module.params)
     ec2 = module.client("ec2", retry_decorator=aws_retry)

@@ -174,6 +174,9 @@ def validate_spec(spec: FleetSpec) -> None:
             raise FleetError("instance_types is empty; give at least one, for example [g5.xlarge, g4dn.xlarge]")
         if len(set(spec.instance_types)) != len(spec.instance_types):
             raise FleetError(f"instance_types {spec.instance_types} lists a type twice; list each type once")
+    if spec.availability_zones and spec.subnet_ids:
+        raise FleetError(f"give availability_zones {spec.availability_zones} or subnet_ids {spec.subnet_ids}, not "
+                         f"both: a subnet already fixes its zone, so list the subnets of the zones you want")
     for opt in ("availability_zones", "subnet_ids", "security_group_ids"):
         values = getattr(spec, opt)
         if any(not v for v in values):

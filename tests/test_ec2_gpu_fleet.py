@@ -72,6 +72,7 @@ def test_good_volume_passes(volume: dict[str, Any]) -> None:
     ({"instance_types": ["g5.xlarge", "g5.xlarge"]}, "lists a type twice"),
     ({"availability_zones": ["us-east-1a", ""]}, "holds an empty entry"),
     ({"kms_key_id": "alias/x", "encrypted": False}, "needs encrypted: true"),
+    ({"availability_zones": ["us-east-1a"], "subnet_ids": ["subnet-1"]}, "not both"),
     ({"data_volumes": [{"type": "gp3"}]}, "data_volumes[0].size is missing"),
     ({"data_volumes": [{"size": 10, "device_name": "/dev/sdh"}, {"size": 10, "device_name": "/dev/sdh"}]},
      "used twice"),
