@@ -289,6 +289,26 @@ class EmulatorApp:
 # ---------------------------------------------------------------------------------------------------------
 
 
+def install_extensions() -> list[str]:
+    """Emulator extensions shipped with the modules: module_utils/dlfleet_*_emulator.py, each with install()
+    patching moto in this process for calls moto lacks. One that fails to load is reported and skipped."""
+    import importlib.util
+
+    loaded = []
+    for path in sorted((HERE.parent.parent / "module_utils").glob("dlfleet_*_emulator.py")):
+        try:
+            spec = importlib.util.spec_from_file_location(f"dlfleet_emulator_ext_{path.stem}", path)
+            module = importlib.util.module_from_spec(spec)  # type: ignore[arg-type]
+            spec.loader.exec_module(module)  # type: ignore[union-attr]
+            module.install()
+            loaded.append(path.stem)
+        except Exception as err:
+            print(f"emulator extension {path.name} not installed: {err!r}", flush=True)
+    if loaded:
+        print(f"extensions: {', '.join(loaded)}", flush=True)
+    return loaded
+
+
 class Emulator:
     def __init__(self, state_dir: Path, port: int, persist: bool) -> None:
         self.state_dir = state_dir
@@ -343,6 +363,7 @@ class Emulator:
         from werkzeug.serving import make_server
 
         seed.install()
+        install_extensions()
         state_path = self.state_dir / STATE_FILE
         if self.persist and state_path.exists():
             try:
