@@ -107,14 +107,14 @@ def str2bool(value: str | bool) -> bool:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="python -m training.train", description=__doc__.split("\n\n")[0],
-                                     formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    parser = argparse.ArgumentParser(prog="python -m training.train", description=__doc__.split("\n\n")[0])
     comments = _field_comments()
     for f in fields(Config):
         if f.name == "extra":
             continue
         flags = [f"--{f.name.replace('_', '-')}"] + ([f"--{f.name}"] if "_" in f.name else [])
-        kwargs = {"dest": f.name, "default": None, "help": f"{comments.get(f.name, '')} (default: {f.default!r})"}
+        text = comments.get(f.name, "").replace("%", "%%")
+        kwargs = {"dest": f.name, "default": None, "help": f"{text} (default: {f.default!r})"}
         if f.type in ("bool", bool):
             kwargs.update(nargs="?", const=True, type=str2bool, metavar="BOOL")
         else:
