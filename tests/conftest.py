@@ -9,7 +9,7 @@ from pathlib import Path
 
 import boto3
 import pytest
-
+from faultproxy import faulty_aws  # noqa: F401 - the fault-proxy fixture, defined next to the proxy
 from helpers import ROOT
 
 
