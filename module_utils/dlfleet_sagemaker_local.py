@@ -250,7 +250,7 @@ class LocalBackend:
 
     def _simple_list(self, kind: str, name_contains: str) -> list[str]:
         return sorted(f[:-5] for f in os.listdir(os.path.join(self.root, kind))
-                      if f.endswith(".json") and name_contains in f[:-5])
+                      if f.endswith(".json") and not f.endswith(".tags.json") and name_contains in f[:-5])
 
     def describe_model(self, name: str) -> dict[str, Any] | None:
         return self._simple("models", name)
