@@ -666,7 +666,6 @@ class TuningRun:
         name = f"{self.request['HyperParameterTuningJobName']}-{index:03d}-{suffix}"
         hps = dict(definition.get("StaticHyperParameters") or {})
         hps.update(tuned)
-        hps["sagemaker_job_name"] = json.dumps(name)
         request = {
             "TrainingJobName": name,
             "AlgorithmSpecification": definition["AlgorithmSpecification"],

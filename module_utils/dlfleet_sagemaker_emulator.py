@@ -13,7 +13,8 @@
 #   (default 0: finished at once, as moto has it), then Completed with its secondary status transitions and
 #   billable seconds.
 # - Tuning jobs: moto reports an invented best training job ("FakeTrainingJobName", objective 1). Here no
-#   trial ran, so there is no best job and the counters are zero.
+#   trial ran, so there is no best job and the counters are zero. A tuning job created without tags makes
+#   moto's ListTags fail (HTTP 500): its tags start as an empty list here.
 from __future__ import annotations
 
 import math
@@ -103,6 +104,7 @@ def install() -> None:
 
     def init_tuning(self, *args: Any, **kwargs: Any) -> None:
         tuning_init(self, *args, **kwargs)
+        self.tags = self.tags or []  # moto keeps None, and ListTags then fails
         self.best_training_job = None
         self.OverallBestTrainingJob = None
         self.training_job_status_counters = {k: 0 for k in self.training_job_status_counters}

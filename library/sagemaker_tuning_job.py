@@ -1,0 +1,723 @@
+#!/usr/bin/python
+# Copyright: dlfleet contributors
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+from __future__ import annotations
+
+DOCUMENTATION = r"""
+---
+module: sagemaker_tuning_job
+short_description: Run a SageMaker hyperparameter tuning job, in AWS or locally without docker
+version_added: "1.0.0"
+description:
+  - Makes sure the tuning job O(name) exists with the given spec, waits for it, and returns the best training
+    job, its hyperparameters and its objective value.
+  - The training definition takes the same options as M(sagemaker_training_job); O(hyperparameters) are the
+    static ones, and O(parameter_ranges) the tuned ones (continuous, integer, categorical, with scaling).
+  - Tuning job names are immutable. The same spec under an existing name is no change; another spec is an
+    error that lists what differs. O(state=absent) stops a running tuning job.
+  - With O(instance_type=local) the trials really run, one local training job each (see
+    M(sagemaker_training_job)), at most O(max_parallel_jobs) at a time. The objective is read from each
+    trial's log with the metric definitions. V(Grid) enumerates the categorical grid and V(Random) samples
+    with the ranges' scaling. V(Bayesian) and V(Hyperband) have no local model, so they sample like V(Random)
+    and a warning says so. O(early_stopping=Auto) stops a trial whose best objective so far is worse than the
+    median of finished trials at the same epoch. With O(warm_start), parents must exist; their trials count
+    for the overall best job.
+author:
+  - dlfleet contributors
+options:
+  name:
+    description: Tuning job name, 1-32 letters, digits and hyphens.
+    type: str
+    required: true
+  state:
+    description:
+      - V(present) creates the tuning job (and waits, see O(wait)); V(absent) stops it if it is running.
+      - To address a local tuning job with V(absent), also give O(instance_type=local).
+    type: str
+    choices: [present, absent]
+    default: present
+  strategy:
+    description: Search strategy.
+    type: str
+    choices: [Bayesian, Random, Hyperband, Grid]
+    default: Bayesian
+  objective:
+    description: The metric to optimise.
+    type: dict
+    suboptions:
+      metric_name:
+        description: Metric name, as in O(metric_definitions).
+        type: str
+        required: true
+      type:
+        description: Whether larger or smaller is better.
+        type: str
+        choices: [Maximize, Minimize]
+        default: Maximize
+      regex:
+        description: Regex (one group) that reads the metric from the log; added to O(metric_definitions).
+        type: str
+  parameter_ranges:
+    description: The tuned hyperparameters.
+    type: list
+    elements: dict
+    default: []
+    suboptions:
+      name:
+        description: Hyperparameter name.
+        type: str
+        required: true
+      type:
+        description: Range type.
+        type: str
+        required: true
+        choices: [continuous, integer, categorical]
+      min_value:
+        description: Lower bound (continuous, integer).
+        type: float
+      max_value:
+        description: Upper bound (continuous, integer).
+        type: float
+      scaling:
+        description: How values are spread over the range (continuous, integer).
+        type: str
+        choices: [Auto, Linear, Logarithmic, ReverseLogarithmic]
+        default: Auto
+      values:
+        description: The choices (categorical).
+        type: list
+        elements: str
+  max_jobs:
+    description: Most training jobs to run. Required except with V(Grid), where it caps the grid.
+    type: int
+  max_parallel_jobs:
+    description: Most training jobs at a time.
+    type: int
+    default: 1
+  early_stopping:
+    description: Stop trials that are not promising (not with V(Hyperband), which stops trials itself).
+    type: str
+    choices: ["Off", Auto]
+    default: "Off"
+  random_seed:
+    description: Seed of the search, for repeatable trials.
+    type: int
+  hyperband:
+    description: Hyperband's resource bounds, in epochs.
+    type: dict
+    suboptions:
+      min_resource:
+        description: Fewest epochs a trial runs before it may be stopped.
+        type: int
+      max_resource:
+        description: Most epochs a trial runs.
+        type: int
+  warm_start:
+    description: Start from what earlier tuning jobs learnt.
+    type: dict
+    suboptions:
+      parents:
+        description: Names of up to 5 parent tuning jobs.
+        type: list
+        elements: str
+        required: true
+      type:
+        description: How the parents relate to this job.
+        type: str
+        choices: [IdenticalDataAndAlgorithm, TransferLearning]
+        default: IdenticalDataAndAlgorithm
+  role_arn:
+    description: IAM execution role the job assumes. Required in AWS; recorded only in local mode.
+    type: str
+  entry_point:
+    description:
+      - The training script, relative to O(source_dir) when that is set, otherwise a path to one file.
+      - Required with O(state=present).
+    type: str
+  source_dir:
+    description: Directory holding the training code; packed whole (less O(source_exclude)).
+    type: path
+  source_exclude:
+    description:
+      - Glob patterns of file or directory names left out of the code archive.
+      - A C(requirements.txt) in the archive makes the framework container pip-install it; leave it out when
+        the image already has what it lists.
+    type: list
+    elements: str
+    default: ["__pycache__", "*.pyc", ".*"]
+  code_location:
+    description: S3 (or, locally, file://) prefix for code archives. Defaults to O(output_path)/code.
+    type: str
+  framework:
+    description: Framework whose SageMaker image runs the script.
+    type: str
+    choices: [mxnet]
+    default: mxnet
+  framework_version:
+    description: Framework version, looked up with the SageMaker SDK's C(image_uris.retrieve).
+    type: str
+    default: "1.9.0"
+  py_version:
+    description: Python version tag of the framework image.
+    type: str
+    default: py38
+  image_uri:
+    description: An explicit training image; overrides the framework lookup.
+    type: str
+  container_log_level:
+    description: Python logging level inside the container (C(sagemaker_container_log_level)).
+    type: int
+    default: 20
+  kms_key_id:
+    description: KMS key for SSE-KMS on uploads and on the job's output. Without it, SSE-S3 (AES256).
+    type: str
+  hyperparameters:
+    description: Hyperparameters (numbers, strings, booleans), passed to the script as C(--name value).
+    type: dict
+    default: {}
+  channels:
+    description: Input channels, each mounted at C(/opt/ml/input/data/<name>).
+    type: list
+    elements: dict
+    default: []
+    suboptions:
+      name:
+        description: Channel name (C(SM_CHANNEL_<NAME>)).
+        type: str
+        required: true
+      uri:
+        description: s3:// prefix, or file:// path in local mode.
+        type: str
+        required: true
+      content_type:
+        description: MIME type of the channel's data.
+        type: str
+      distribution:
+        description: Whether each instance gets all data or a shard by S3 key.
+        type: str
+        choices: [FullyReplicated, ShardedByS3Key]
+        default: FullyReplicated
+      input_mode:
+        description: Channel input mode.
+        type: str
+        choices: [File, Pipe, FastFile]
+      compression:
+        description: Compression of the channel's data.
+        type: str
+        choices: ["None", Gzip]
+        default: "None"
+  instance_type:
+    description: An ml.* instance type, or V(local) / V(local_gpu) to run on this machine.
+    type: str
+  instance_count:
+    description: Number of instances.
+    type: int
+    default: 1
+  volume_size:
+    description: EBS volume per instance, in GB.
+    type: int
+    default: 30
+  max_run:
+    description: Longest the job may run, in seconds; then it is stopped (status Stopped, MaxRuntimeExceeded).
+    type: int
+    default: 86400
+  use_spot:
+    description: Managed spot training.
+    type: bool
+    default: false
+  max_wait:
+    description: With spot, the longest wait for capacity plus run time, in seconds (>= O(max_run)).
+    type: int
+  checkpoint_s3_uri:
+    description: Where checkpoints are synced, so that an interrupted spot job resumes.
+    type: str
+  checkpoint_local_path:
+    description: Checkpoint directory inside the container.
+    type: str
+    default: /opt/ml/checkpoints
+  distribution:
+    description: Distributed training.
+    type: dict
+    suboptions:
+      parameter_server:
+        description: MXNet parameter server (scheduler, servers and workers with DMLC_* variables).
+        type: dict
+        suboptions:
+          enabled:
+            description: Start the parameter server.
+            type: bool
+            default: false
+  metric_definitions:
+    description: Metrics read from the job's log; the regex's first group is the value.
+    type: list
+    elements: dict
+    default: []
+    suboptions:
+      name:
+        description: Metric name.
+        type: str
+        required: true
+      regex:
+        description: Regular expression with one group.
+        type: str
+        required: true
+  output_path:
+    description: S3 prefix (or file:// locally) that receives C(<name>/output/model.tar.gz).
+    type: str
+  subnets:
+    description: VPC subnets (with O(security_group_ids)).
+    type: list
+    elements: str
+  security_group_ids:
+    description: VPC security groups (with O(subnets)).
+    type: list
+    elements: str
+  enable_network_isolation:
+    description: Run the container without network access.
+    type: bool
+    default: false
+  tags:
+    description: Tags for the job.
+    type: dict
+    default: {}
+  fleet:
+    description: When set, the tags C(dlfleet:fleet), C(dlfleet:owner) and C(dlfleet:ttl) are added.
+    type: str
+  owner:
+    description: Value of the C(dlfleet:owner) tag (with O(fleet)).
+    type: str
+    default: dlfleet
+  ttl:
+    description: Value of the C(dlfleet:ttl) tag (with O(fleet)), for example V(8h).
+    type: str
+    default: 8h
+  local_dir:
+    description: Local mode state (job records, work dirs, logs), and a cache of image URI lookups.
+    type: path
+    default: ~/.dlfleet/sagemaker-local
+  local_python:
+    description: Local mode interpreter that runs the entry point (the training environment's Python).
+    type: str
+    default: python3
+  wait:
+    description: Wait until the job is Completed, Failed or Stopped.
+    type: bool
+    default: true
+  wait_timeout:
+    description: Seconds to wait.
+    type: int
+    default: 86400
+extends_documentation_fragment:
+  - amazon.aws.common.modules
+  - amazon.aws.region.modules
+  - amazon.aws.boto3
+"""
+
+EXAMPLES = r"""
+- name: Tune the learning rate and optimizer on SageMaker
+  sagemaker_tuning_job:
+    name: cifar10-lr-001
+    strategy: Bayesian
+    objective: {metric_name: validation-accuracy, type: Maximize, regex: "validation-accuracy=([0-9.]+)"}
+    parameter_ranges:
+      - {name: lr, type: continuous, min_value: 0.01, max_value: 0.5, scaling: Logarithmic}
+      - {name: optimizer, type: categorical, values: [sgd, nag]}
+    max_jobs: 8
+    max_parallel_jobs: 2
+    early_stopping: Auto
+    role_arn: arn:aws:iam::123456789012:role/SageMakerRole
+    entry_point: train.py
+    source_dir: training
+    instance_type: ml.p3.2xlarge
+    hyperparameters: {epochs: 10}
+    channels: [{name: training, uri: s3://my-bucket/data/cifar10}]
+    output_path: s3://my-bucket/tuning
+
+- name: Run four small trials on this machine
+  sagemaker_tuning_job:
+    name: cifar10-lr-local
+    strategy: Random
+    objective: {metric_name: validation-accuracy, regex: "validation-accuracy=([0-9.]+)"}
+    parameter_ranges:
+      - {name: lr, type: continuous, min_value: 0.02, max_value: 0.4, scaling: Logarithmic}
+    max_jobs: 4
+    entry_point: train.py
+    source_dir: training
+    instance_type: local
+    local_python: .venv-train/bin/python
+    hyperparameters: {epochs: 1, dataset: synthetic}
+    channels: [{name: training, uri: "file:///data/cifar10"}]
+    output_path: "file:///tmp/tuning"
+"""
+
+RETURN = r"""
+tuning_job:
+  description: The DescribeHyperParameterTuningJob answer in snake_case.
+  returned: when the tuning job exists
+  type: dict
+status:
+  description: HyperParameterTuningJobStatus.
+  returned: always
+  type: str
+  sample: Completed
+best_training_job:
+  description: The best trial, with its tuned hyperparameters, objective value and model artifact.
+  returned: when a trial reported the objective
+  type: dict
+  sample: {name: cifar10-lr-001-003-1a2b3c4d, hyperparameters: {lr: 0.12}, objective_metric: validation-accuracy,
+           objective_value: 0.91, model_artifact: s3://my-bucket/tuning/cifar10-lr-001-003-1a2b3c4d/output/model.tar.gz}
+overall_best_training_job:
+  description: The best trial including the warm-start parents' trials.
+  returned: when a trial reported the objective
+  type: dict
+training_job_counts:
+  description: TrainingJobStatusCounters.
+  returned: always
+  type: dict
+trials:
+  description: Every trial, with status, tuned hyperparameters and objective value.
+  returned: always
+  type: list
+  elements: dict
+source:
+  description: The code archive, its SHA-256 and whether this run uploaded it.
+  returned: with state=present
+  type: dict
+"""
+
+from ansible.module_utils.dlfleet_aws import tag_list
+from ansible.module_utils.dlfleet_sagemaker import (
+    POLL_SECONDS,
+    TUNING_TERMINAL,
+    SageMakerError,
+    Storage,
+    backend_for,
+    check_name,
+    check_training_params,
+    common_spec,
+    decode_hyperparameters,
+    default_code_location,
+    definition_view,
+    differences,
+    framework_hyperparameters,
+    image_cache_path,
+    image_uri,
+    immutable_mismatch,
+    is_local,
+    region_of,
+    resource_tags,
+    s3_client_factory,
+    snake,
+    source_bundle,
+    training_definition,
+    training_spec,
+    wait_for,
+)
+from ansible_collections.amazon.aws.plugins.module_utils.modules import AnsibleAWSModule
+
+RANGE_KEYS = {"continuous": "ContinuousParameterRanges", "integer": "IntegerParameterRanges",
+              "categorical": "CategoricalParameterRanges"}
+
+
+def _number(value: float, integer: bool) -> str:
+    return str(int(value)) if integer else repr(float(value))
+
+
+def check_tuning_params(p: dict) -> None:
+    check_name("tuning job", p["name"], max_len=32)
+    check_training_params(p)
+    if not p["objective"]:
+        raise SageMakerError("objective is required: give objective.metric_name (and its regex)")
+    ranges = p["parameter_ranges"]
+    if not ranges:
+        raise SageMakerError("parameter_ranges is empty: name at least one hyperparameter to tune")
+    names = [r["name"] for r in ranges]
+    if len(set(names)) != len(names):
+        raise SageMakerError(f"parameter_ranges: names {names} repeat; give each hyperparameter one range")
+    for item in ranges:
+        where = f"parameter_ranges[{item['name']}]"
+        if item["name"] in (p["hyperparameters"] or {}):
+            raise SageMakerError(f"{where}: {item['name']!r} is also a static hyperparameter; tune it or fix it, "
+                                 f"not both")
+        if item["type"] == "categorical":
+            if not item["values"]:
+                raise SageMakerError(f"{where}: a categorical range needs `values`")
+            continue
+        low, high = item["min_value"], item["max_value"]
+        if low is None or high is None or low >= high:
+            raise SageMakerError(f"{where}: needs min_value < max_value (got {low!r} and {high!r})")
+        if item["type"] == "integer" and (low != int(low) or high != int(high)):
+            raise SageMakerError(f"{where}: an integer range needs whole bounds (got {low!r} and {high!r})")
+        if item["scaling"] == "Logarithmic" and low <= 0:
+            raise SageMakerError(f"{where}: Logarithmic scaling needs min_value > 0 (got {low!r})")
+        if item["scaling"] == "ReverseLogarithmic" and not (0 <= low < high < 1 and item["type"] == "continuous"):
+            raise SageMakerError(f"{where}: ReverseLogarithmic scaling needs a continuous range within [0, 1)")
+    if p["strategy"] == "Grid":
+        if any(r["type"] != "categorical" for r in ranges):
+            raise SageMakerError("strategy Grid searches categorical ranges only: turn the others into categorical "
+                                 "values, or pick another strategy")
+    elif not p["max_jobs"]:
+        raise SageMakerError(f"max_jobs is required with strategy {p['strategy']}: say how many trials may run")
+    if (p["max_jobs"] is not None and p["max_jobs"] < 1) or p["max_parallel_jobs"] < 1:
+        raise SageMakerError("max_jobs and max_parallel_jobs must be at least 1")
+    if p["strategy"] == "Hyperband" and p["early_stopping"] != "Off":
+        raise SageMakerError("strategy Hyperband stops trials itself: set early_stopping: 'Off'")
+    if p["hyperband"] and p["strategy"] != "Hyperband":
+        raise SageMakerError("hyperband settings apply to strategy Hyperband only")
+    metric = p["objective"]["metric_name"]
+    known = {m["name"] for m in p["metric_definitions"]}
+    if metric not in known and not p["objective"]["regex"]:
+        raise SageMakerError(f"objective metric {metric!r} has no regex: give objective.regex, or a metric_definitions "
+                             f"entry named {metric!r}")
+    if p["warm_start"] and not 1 <= len(p["warm_start"]["parents"]) <= 5:
+        raise SageMakerError("warm_start.parents takes 1 to 5 tuning job names")
+
+
+def tuning_request(p: dict, image: str, bundle: dict, region: str) -> dict:
+    objective = p["objective"]
+    if objective["regex"] and objective["metric_name"] not in {m["name"] for m in p["metric_definitions"]}:
+        p = dict(p, metric_definitions=[*p["metric_definitions"],
+                                        {"name": objective["metric_name"], "regex": objective["regex"]}])
+    static = dict(p["hyperparameters"] or {})
+    static.update(framework_hyperparameters(p, p["name"], bundle["program"], bundle["uri"], region))
+    definition = training_definition(p, image, static)
+    definition["StaticHyperParameters"] = definition.pop("HyperParameters")
+    ranges: dict = {key: [] for key in RANGE_KEYS.values()}
+    for item in sorted(p["parameter_ranges"], key=lambda r: r["name"]):
+        if item["type"] == "categorical":
+            ranges["CategoricalParameterRanges"].append(
+                {"Name": item["name"], "Values": [_json_value(v) for v in item["values"]]})
+        else:
+            integer = item["type"] == "integer"
+            ranges[RANGE_KEYS[item["type"]]].append({
+                "Name": item["name"], "MinValue": _number(item["min_value"], integer),
+                "MaxValue": _number(item["max_value"], integer), "ScalingType": item["scaling"]})
+    config: dict = {
+        "Strategy": p["strategy"],
+        "HyperParameterTuningJobObjective": {"Type": objective["type"], "MetricName": objective["metric_name"]},
+        "ResourceLimits": {"MaxParallelTrainingJobs": p["max_parallel_jobs"]},
+        "ParameterRanges": ranges,
+        "TrainingJobEarlyStoppingType": p["early_stopping"],
+    }
+    if p["max_jobs"]:
+        config["ResourceLimits"]["MaxNumberOfTrainingJobs"] = p["max_jobs"]
+    if p["random_seed"] is not None:
+        config["RandomSeed"] = p["random_seed"]
+    if p["hyperband"]:
+        config["StrategyConfig"] = {"HyperbandStrategyConfig": {
+            k: v for k, v in (("MinResource", p["hyperband"]["min_resource"]),
+                              ("MaxResource", p["hyperband"]["max_resource"])) if v is not None}}
+    request = {"HyperParameterTuningJobName": p["name"], "HyperParameterTuningJobConfig": config,
+               "TrainingJobDefinition": definition}
+    if p["warm_start"]:
+        request["WarmStartConfig"] = {
+            "ParentHyperParameterTuningJobs": [{"HyperParameterTuningJobName": n} for n in p["warm_start"]["parents"]],
+            "WarmStartType": p["warm_start"]["type"]}
+    tags = resource_tags(p)
+    if tags:
+        request["Tags"] = tag_list(tags)
+    return request
+
+
+def _json_value(value: str) -> str:
+    """Categorical values JSON-encoded, as the SageMaker SDK sends them for framework containers."""
+    import json
+    return json.dumps(value)
+
+
+def tuning_view(d: dict) -> dict:
+    config = d.get("HyperParameterTuningJobConfig", {})
+    ranges = config.get("ParameterRanges") or {}
+    return {
+        "strategy": config.get("Strategy"),
+        "objective": config.get("HyperParameterTuningJobObjective"),
+        "limits": {k: v for k, v in (config.get("ResourceLimits") or {}).items()
+                   if k in ("MaxNumberOfTrainingJobs", "MaxParallelTrainingJobs")},
+        "ranges": {key: sorted(({**r, "ScalingType": r.get("ScalingType", "Auto")} if "MinValue" in r else r
+                                for r in ranges.get(key) or []), key=lambda r: r["Name"])
+                   for key in RANGE_KEYS.values()},
+        "early_stopping": config.get("TrainingJobEarlyStoppingType", "Off"),
+        "random_seed": config.get("RandomSeed"),
+        "warm_start": sorted(j["HyperParameterTuningJobName"] for j in
+                             (d.get("WarmStartConfig") or {}).get("ParentHyperParameterTuningJobs") or []),
+        "definition": definition_view(d.get("TrainingJobDefinition") or {}),
+    }
+
+
+def best_job(backend, summary: dict | None) -> dict | None:
+    if not summary or not summary.get("TrainingJobName"):
+        return None
+    objective = summary.get("FinalHyperParameterTuningJobObjectiveMetric") or {}
+    job = backend.describe_training_job(summary["TrainingJobName"]) or {}
+    return {
+        "name": summary["TrainingJobName"],
+        "status": summary.get("TrainingJobStatus"),
+        "hyperparameters": decode_hyperparameters(summary.get("TunedHyperParameters")),
+        "objective_metric": objective.get("MetricName"),
+        "objective_value": objective.get("Value"),
+        "model_artifact": (job.get("ModelArtifacts") or {}).get("S3ModelArtifacts"),
+    }
+
+
+def trials_of(backend, name: str, metric: str) -> list[dict]:
+    out = []
+    for trial in backend.list_tuning_trials(name):
+        value = (trial.get("FinalHyperParameterTuningJobObjectiveMetric") or {}).get("Value")
+        if value is None and backend.mode == "local":
+            job = backend.describe_training_job(trial["TrainingJobName"]) or {}
+            value = next((m["Value"] for m in job.get("FinalMetricDataList") or [] if m["MetricName"] == metric),
+                         None)
+        out.append({"name": trial["TrainingJobName"], "status": trial.get("TrainingJobStatus"),
+                    "hyperparameters": decode_hyperparameters(trial.get("TunedHyperParameters")),
+                    "objective_value": value})
+    return out
+
+
+def tuning_result(backend, record: dict | None, metric: str | None) -> dict:
+    if not record:
+        return {"tuning_job": {}, "status": None, "best_training_job": None, "overall_best_training_job": None,
+                "training_job_counts": {}, "trials": []}
+    job = snake(record)
+    definition = (record.get("TrainingJobDefinition") or {})
+    job["static_hyperparameters"] = decode_hyperparameters(definition.get("StaticHyperParameters"))
+    return {
+        "tuning_job": job,
+        "status": record.get("HyperParameterTuningJobStatus"),
+        "best_training_job": best_job(backend, record.get("BestTrainingJob")),
+        "overall_best_training_job": best_job(backend, record.get("OverallBestTrainingJob")
+                                              or record.get("BestTrainingJob")),
+        "training_job_counts": record.get("TrainingJobStatusCounters") or {},
+        "trials": trials_of(backend, record["HyperParameterTuningJobName"], metric) if metric else [],
+    }
+
+
+def wait_tuning(backend, name: str, params: dict, log) -> dict:
+    record, _seen = wait_for(lambda: backend.describe_tuning_job(name),
+                             lambda r: r.get("HyperParameterTuningJobStatus", "Unknown"), TUNING_TERMINAL,
+                             params["wait_timeout"], POLL_SECONDS[backend.mode], f"tuning job {name}", log)
+    return record
+
+
+def ensure_present(backend, storage: Storage, params: dict, check_mode: bool, region: str, module) -> dict:
+    name = params["name"]
+    check_tuning_params(params)
+    if backend.mode == "local":
+        backend.check_python()
+        if params["strategy"] in ("Bayesian", "Hyperband"):
+            module.warn(f"local mode has no {params['strategy']} model: its trials are sampled at random within "
+                        f"the ranges (with their scaling)")
+    image = image_uri(params, region, "training", params["instance_type"], image_cache_path(params))
+    bundle = source_bundle(params, default_code_location(params["output_path"]))
+    request = tuning_request(params, image, bundle, region)
+    metric = params["objective"]["metric_name"]
+    existing = backend.describe_tuning_job(name)
+    diff = {"before": tuning_view(existing) if existing else {}, "after": tuning_view(request)}
+    source = {"uri": bundle["uri"], "sha256": bundle["sha256"], "uploaded": False}
+    changed = False
+    if existing:
+        diffs = differences(tuning_view(existing), tuning_view(request))
+        if diffs:
+            raise immutable_mismatch("tuning job", name, diffs)
+        want, have = resource_tags(params), backend.list_tags(existing["HyperParameterTuningJobArn"])
+        changed = want != have
+        if changed and not check_mode:
+            backend.update_tags(existing["HyperParameterTuningJobArn"], want, have)
+        record = existing
+    elif check_mode:
+        result = tuning_result(backend, None, metric)
+        result.update(changed=True, status="(would be created)", source=source, diff=diff)
+        return result
+    else:
+        source["uploaded"] = storage.put_if_absent(bundle["uri"], bundle["data"])
+        backend.create_tuning_job(request)
+        changed = True
+        record = backend.describe_tuning_job(name) or {}
+    if params["wait"] and record.get("HyperParameterTuningJobStatus") not in TUNING_TERMINAL and not check_mode:
+        record = wait_tuning(backend, name, params, module.log)
+    result = tuning_result(backend, record, metric)
+    result.update(changed=changed, source=source, diff=diff, image_uri=image)
+    if result["status"] == "Failed":
+        raise SageMakerError(f"tuning job {name!r} failed: {record.get('FailureReason', 'no reason given')}",
+                             code="TuningJobFailed", **result)
+    return result
+
+
+def ensure_absent(backend, params: dict, check_mode: bool, module) -> dict:
+    name = params["name"]
+    check_name("tuning job", name, max_len=32)
+    existing = backend.describe_tuning_job(name)
+    metric = (params["objective"] or {}).get("metric_name")
+    status = (existing or {}).get("HyperParameterTuningJobStatus")
+    if status not in ("InProgress", "Stopping"):
+        result = tuning_result(backend, existing, metric)
+        result.update(changed=False, diff={"before": {"status": status}, "after": {"status": status}})
+        return result
+    result_diff = {"before": {"status": status}, "after": {"status": "Stopped"}}
+    if check_mode:
+        result = tuning_result(backend, existing, metric)
+        result.update(changed=True, diff=result_diff)
+        return result
+    if status == "InProgress":
+        backend.stop_tuning_job(name)
+    record = wait_tuning(backend, name, params, module.log) if params["wait"] else existing
+    result = tuning_result(backend, record, metric)
+    result.update(changed=True, diff=result_diff)
+    return result
+
+
+def main() -> None:
+    argument_spec = dict(
+        name=dict(type="str", required=True),
+        state=dict(type="str", default="present", choices=["present", "absent"]),
+        strategy=dict(type="str", default="Bayesian", choices=["Bayesian", "Random", "Hyperband", "Grid"]),
+        objective=dict(type="dict", options=dict(
+            metric_name=dict(type="str", required=True),
+            type=dict(type="str", default="Maximize", choices=["Maximize", "Minimize"]),
+            regex=dict(type="str"),
+        )),
+        parameter_ranges=dict(type="list", elements="dict", default=[], options=dict(
+            name=dict(type="str", required=True),
+            type=dict(type="str", required=True, choices=["continuous", "integer", "categorical"]),
+            min_value=dict(type="float"),
+            max_value=dict(type="float"),
+            scaling=dict(type="str", default="Auto", choices=["Auto", "Linear", "Logarithmic", "ReverseLogarithmic"]),
+            values=dict(type="list", elements="str"),
+        )),
+        max_jobs=dict(type="int"),
+        max_parallel_jobs=dict(type="int", default=1),
+        early_stopping=dict(type="str", default="Off", choices=["Off", "Auto"]),
+        random_seed=dict(type="int"),
+        hyperband=dict(type="dict", options=dict(min_resource=dict(type="int"), max_resource=dict(type="int"))),
+        warm_start=dict(type="dict", options=dict(
+            parents=dict(type="list", elements="str", required=True),
+            type=dict(type="str", default="IdenticalDataAndAlgorithm",
+                      choices=["IdenticalDataAndAlgorithm", "TransferLearning"]),
+        )),
+        **training_spec(),
+        **common_spec(),
+    )
+    module = AnsibleAWSModule(
+        argument_spec=argument_spec,
+        supports_check_mode=True,
+        required_if=[("state", "present", ["objective", "entry_point", "instance_type", "output_path"])],
+        required_together=[("subnets", "security_group_ids")],
+    )
+    params = module.params
+    try:
+        local = is_local(params["instance_type"])
+        region = region_of(module, local)
+        backend = backend_for(module, local)
+        if params["state"] == "present":
+            storage = backend.storage if local else Storage(s3_client_factory(module), params["kms_key_id"])
+            result = ensure_present(backend, storage, params, module.check_mode, region, module)
+        else:
+            result = ensure_absent(backend, params, module.check_mode, module)
+    except SageMakerError as err:
+        module.fail_json(msg=str(err), error_code=err.code, **err.details)
+    if not module._diff:
+        result.pop("diff", None)
+    module.exit_json(**result)
+
+
+if __name__ == "__main__":
+    main()
