@@ -1,0 +1,200 @@
+"""dlami_info: unit tests of module_utils/dlfleet_dlami.py, and runs of the module through ansible-playbook.
+
+Lookups go through boto3 over real HTTP to the session emulator (seeded with the DLAMIs and their SSM
+parameters); expected images are computed from the emulator's own DescribeImages answers.
+"""
+from __future__ import annotations
+
+import uuid
+from typing import Any
+
+import ansible.module_utils
+import pytest
+from ansible_collections.amazon.aws.plugins.module_utils.retries import RetryingBotoClientWrapper
+from helpers import ROOT, run_task
+
+if str(ROOT / "module_utils") not in ansible.module_utils.__path__:
+    ansible.module_utils.__path__.append(str(ROOT / "module_utils"))
+
+from ansible.module_utils import dlfleet_dlami as dl
+from ansible.module_utils.dlfleet_aws import aws_retry
+
+BASE = "base-oss-nvidia-driver-gpu-ubuntu-22.04"
+BASE_NAME = "Deep Learning Base OSS Nvidia Driver GPU AMI (Ubuntu 22.04) *"
+LEGACY_NAME = "Deep Learning AMI (Ubuntu 18.04) Version *"
+
+
+def _params(**changes: Any) -> dict[str, Any]:
+    params = {"ami_type": BASE, "ssm_parameter": None, "name_pattern": None, "image_id": None,
+              "architecture": "x86_64", "owners": ["amazon"]}
+    params.update(changes)
+    return params
+
+
+def _wrap(client):
+    return RetryingBotoClientWrapper(client, aws_retry)
+
+
+@pytest.fixture
+def clients(emulator):
+    return _wrap(emulator.client("ec2")), _wrap(emulator.client("ssm"))
+
+
+def _newest(emulator, pattern: str, arch: str = "x86_64") -> dict[str, Any]:
+    images = emulator.client("ec2").describe_images(Owners=["amazon"], Filters=[
+        {"Name": "name", "Values": [pattern]}, {"Name": "architecture", "Values": [arch]}])["Images"]
+    return max(images, key=lambda i: i["CreationDate"])
+
+
+# --------------------------------------------------------------------------------------------------------
+# pure logic
+# --------------------------------------------------------------------------------------------------------
+
+@pytest.mark.parametrize(("name", "line"), [
+    ("Deep Learning AMI (Ubuntu 18.04) Version 61.3", "legacy-conda"),
+    ("Deep Learning AMI (Amazon Linux 2) Version 61.3", "legacy-conda"),
+    ("Deep Learning AMI (Ubuntu 16.04) Version 26.0", "legacy-conda"),
+    ("Deep Learning AMI Ubuntu Linux - 2.4_Oct2017", "legacy-conda"),
+    ("Deep Learning AMI GPU PyTorch 1.13.1 (Ubuntu 20.04) 20230315", "legacy-conda"),
+    ("Deep Learning Base AMI (Ubuntu 18.04) Version 56.0", "legacy-conda"),
+    ("Deep Learning Base OSS Nvidia Driver GPU AMI (Ubuntu 22.04) 20250321", "venv"),
+    ("Deep Learning ARM64 Base OSS Nvidia Driver GPU AMI (Ubuntu 22.04) 20250324", "venv"),
+    ("Deep Learning OSS Nvidia Driver AMI GPU PyTorch 2.5.1 (Ubuntu 22.04) 20250326", "venv"),
+    ("Deep Learning Proprietary Nvidia Driver AMI (Amazon Linux 2) Version 80.0", "venv"),
+    ("ubuntu/images/hvm-ssd/ubuntu-jammy-22.04-amd64-server-20250305", "unknown"),
+    ("", "unknown"),
+])
+def test_line_is_told_from_the_name(name: str, line: str) -> None:
+    assert dl.classify_line(name) == line
+
+
+@pytest.mark.parametrize(("changes", "fragment"), [
+    ({"ami_type": "x86_64/base-oss-nvidia-driver-gpu-ubuntu-22.04"}, "not an ami-type name"),
+    ({"ami_type": " "}, "not an ami-type name"),
+    ({"ssm_parameter": "aws/service/deeplearning"}, "starts with /"),
+    ({"name_pattern": "  "}, "is empty"),
+    ({"image_id": "ami-XYZ"}, "not an AMI id"),
+    ({"image_id": "i-0123456789abcdef0"}, "not an AMI id"),
+])
+def test_bad_input_is_refused_before_any_call(changes: dict[str, Any], fragment: str) -> None:
+    with pytest.raises(dl.DlamiError) as err:
+        dl.lookup(None, None, _params(**changes))  # no clients: nothing may be called
+    assert fragment in err.value.msg
+    assert repr(next(iter(changes.values()))) in err.value.msg
+
+
+def test_image_facts_take_the_root_mapping_not_the_first() -> None:
+    image = {"ImageId": "ami-0abc", "Name": "Deep Learning AMI (Ubuntu 18.04) Version 60.4", "Architecture": "x86_64",
+             "RootDeviceName": "/dev/sda1", "RootDeviceType": "ebs", "CreationDate": "2022-06-14T09:30:00.000Z",
+             "BlockDeviceMappings": [
+                 {"DeviceName": "/dev/sdb", "VirtualName": "ephemeral0"},
+                 {"DeviceName": "/dev/sda1", "Ebs": {"SnapshotId": "snap-1", "VolumeSize": 95, "VolumeType": "gp3"}}]}
+    facts = dl.image_facts(image)
+    assert (facts["snapshot_size"], facts["root_snapshot_id"], facts["root_volume_type"]) == (95, "snap-1", "gp3")
+    assert (facts["line"], facts["legacy"], facts["python_env"]) == ("legacy-conda", True, "conda")
+
+
+# --------------------------------------------------------------------------------------------------------
+# lookups against the emulator
+# --------------------------------------------------------------------------------------------------------
+
+def test_default_lookup_reads_the_ssm_parameter_and_returns_the_newest_base(emulator, clients) -> None:
+    result = dl.lookup(*clients, _params())
+    newest = _newest(emulator, BASE_NAME)
+    assert result["image_id"] == newest["ImageId"] and result["name"] == newest["Name"]
+    assert result["source"] == {"method": "ssm_parameter",
+                                "ssm_parameter": f"/aws/service/deeplearning/ami/x86_64/{BASE}/latest/ami-id"}
+    root = newest["BlockDeviceMappings"][0]["Ebs"]
+    assert result["snapshot_size"] == root["VolumeSize"] and result["root_snapshot_id"] == root["SnapshotId"]
+    assert (result["line"], result["python_env"], result["owner_id"]) == ("venv", "venv", dl.DLAMI_OWNER_ID)
+    assert result["root_device_name"] == "/dev/sda1" and result["root_device_type"] == "ebs"
+
+
+def test_arm64_lookup_gets_the_arm64_image(emulator, clients) -> None:
+    result = dl.lookup(*clients, _params(architecture="arm64"))
+    assert result["architecture"] == "arm64"
+    assert result["image_id"] == _newest(emulator, "Deep Learning ARM64 Base OSS *", "arm64")["ImageId"]
+
+
+def test_name_pattern_takes_the_newest_legacy_conda_image(emulator, clients) -> None:
+    result = dl.lookup(*clients, _params(name_pattern=LEGACY_NAME))
+    newest = _newest(emulator, LEGACY_NAME)
+    assert result["image_id"] == newest["ImageId"] and result["creation_date"] == newest["CreationDate"]
+    assert result["line"] == "legacy-conda" and result["legacy"] is True
+    assert result["matched"] >= 2 and 75 <= result["snapshot_size"] <= 100
+
+
+def test_name_pattern_of_the_other_architecture_says_which_to_set(clients) -> None:
+    with pytest.raises(dl.DlamiError) as err:
+        dl.lookup(*clients, _params(name_pattern="Deep Learning ARM64 Base OSS *"))
+    assert "no x86_64 image" in err.value.msg and "set architecture: arm64" in err.value.msg
+
+
+def test_name_pattern_without_match_fails_clearly(clients) -> None:
+    with pytest.raises(dl.DlamiError) as err:
+        dl.lookup(*clients, _params(name_pattern="Deep Learning AMI (Windows) *"))
+    assert "'Deep Learning AMI (Windows) *'" in err.value.msg and "check the pattern" in err.value.msg
+
+
+def test_unknown_ami_type_lists_the_published_ones(emulator, clients) -> None:
+    with pytest.raises(dl.DlamiError) as err:
+        dl.lookup(*clients, _params(ami_type="pytorch-9.9-ubuntu-30.04"))
+    assert "/aws/service/deeplearning/ami/x86_64/pytorch-9.9-ubuntu-30.04/latest/ami-id" in err.value.msg
+    pages = emulator.client("ssm").get_paginator("get_parameters_by_path").paginate(
+        Path="/aws/service/deeplearning/ami/x86_64", Recursive=True)
+    published = {p["Name"].split("/")[6] for page in pages for p in page["Parameters"]}
+    assert published and all(t in err.value.msg for t in published)
+
+
+def test_parameter_naming_a_missing_image_or_another_architecture(emulator, clients) -> None:
+    ssm = emulator.client("ssm")
+    name = f"/dlfleet-test/{uuid.uuid4().hex[:8]}/ami-id"
+    ssm.put_parameter(Name=name, Value="ami-0123456789abcdef0", Type="String")
+    with pytest.raises(dl.DlamiError) as err:
+        dl.lookup(*clients, _params(ssm_parameter=name))
+    assert "ami-0123456789abcdef0" in err.value.msg and "does not know" in err.value.msg
+    arm = _newest(emulator, "Deep Learning ARM64 Base OSS *", "arm64")
+    ssm.put_parameter(Name=name, Value=arm["ImageId"], Type="String", Overwrite=True)
+    with pytest.raises(dl.DlamiError) as err:
+        dl.lookup(*clients, _params(ssm_parameter=name))
+    assert "arm64, not x86_64" in err.value.msg
+    assert dl.lookup(*clients, _params(ssm_parameter=name, architecture="arm64"))["image_id"] == arm["ImageId"]
+    ssm.delete_parameter(Name=name)
+
+
+def test_image_id_is_described_and_classified(emulator, clients) -> None:
+    legacy = _newest(emulator, LEGACY_NAME)
+    result = dl.lookup(*clients, _params(image_id=legacy["ImageId"]))
+    assert result["name"] == legacy["Name"] and result["line"] == "legacy-conda"
+    with pytest.raises(dl.DlamiError) as err:
+        dl.lookup(*clients, _params(image_id="ami-0000000000000dead"))
+    assert "does not know" in err.value.msg
+
+
+def test_lookup_holds_under_throttling_and_server_errors(faulty_aws) -> None:
+    faulty_aws.configure(throttle=0.3, server_error=0.1, seed=3)
+    clients = (_wrap(faulty_aws.client("ec2")), _wrap(faulty_aws.client("ssm")))
+    expected = dl.lookup(_wrap(faulty_aws.direct("ec2")), _wrap(faulty_aws.direct("ssm")), _params())
+    for _ in range(3):
+        assert dl.lookup(*clients, _params()) == expected
+    assert faulty_aws.counters["throttle"] + faulty_aws.counters["server_error"] > 0
+
+
+# --------------------------------------------------------------------------------------------------------
+# the module, through ansible-playbook
+# --------------------------------------------------------------------------------------------------------
+
+def test_module_default_lookup_in_check_mode(aws_env, emulator) -> None:
+    run, result = run_task("dlami_info", {}, env=aws_env, check=True)
+    assert run.rc == 0, result
+    assert result["changed"] is False
+    assert result["image_id"] == _newest(emulator, BASE_NAME)["ImageId"] and result["snapshot_size"] >= 75
+
+
+def test_module_refuses_conflicting_or_unmatched_input(aws_env) -> None:
+    run, result = run_task("dlami_info", {"ssm_parameter": "/a/b", "name_pattern": "x*"}, env=aws_env)
+    assert run.rc != 0 and "mutually exclusive" in result["msg"]
+    run, result = run_task("dlami_info", {"name_pattern": "No Such AMI *", "architecture": "arm64"}, env=aws_env)
+    assert run.rc != 0 and "no image of owners ['amazon'] is named like 'No Such AMI *'" in result["msg"]
+    run, result = run_task("dlami_info", {"architecture": "sparc"}, env=aws_env)
+    assert run.rc != 0 and "sparc" in result["msg"] and "x86_64" in result["msg"]
