@@ -38,7 +38,7 @@ class LocalBackend:
         self.module = module
         params = module.params
         self.root = os.path.abspath(os.path.expanduser(params["local_dir"]))
-        self.python = params["local_python"]
+        self.python = params.get("local_python") or "python3"
         self.region = module.region or "us-east-1"
         self.storage = Storage(s3_client_factory(module), params.get("kms_key_id"))
         for sub in ("training-jobs", "tuning-jobs", "models", "endpoint-configs", "endpoints", "runtime"):
