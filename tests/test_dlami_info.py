@@ -10,8 +10,9 @@ from typing import Any
 
 import ansible.module_utils
 import pytest
+import yaml
 from ansible_collections.amazon.aws.plugins.module_utils.retries import RetryingBotoClientWrapper
-from helpers import ROOT, run_task
+from helpers import ROOT, run_playbook, run_task
 
 if str(ROOT / "module_utils") not in ansible.module_utils.__path__:
     ansible.module_utils.__path__.append(str(ROOT / "module_utils"))
@@ -191,10 +192,17 @@ def test_module_default_lookup_in_check_mode(aws_env, emulator) -> None:
     assert result["image_id"] == _newest(emulator, BASE_NAME)["ImageId"] and result["snapshot_size"] >= 75
 
 
-def test_module_refuses_conflicting_or_unmatched_input(aws_env) -> None:
-    run, result = run_task("dlami_info", {"ssm_parameter": "/a/b", "name_pattern": "x*"}, env=aws_env)
-    assert run.rc != 0 and "mutually exclusive" in result["msg"]
-    run, result = run_task("dlami_info", {"name_pattern": "No Such AMI *", "architecture": "arm64"}, env=aws_env)
-    assert run.rc != 0 and "no image of owners ['amazon'] is named like 'No Such AMI *'" in result["msg"]
-    run, result = run_task("dlami_info", {"architecture": "sparc"}, env=aws_env)
-    assert run.rc != 0 and "sparc" in result["msg"] and "x86_64" in result["msg"]
+def test_module_refuses_conflicting_or_unmatched_input(aws_env, tmp_path) -> None:
+    cases = [({"ssm_parameter": "/a/b", "name_pattern": "x*"}, "mutually exclusive"),
+             ({"name_pattern": "No Such AMI *", "architecture": "arm64"},
+              "no image of owners ['amazon'] is named like 'No Such AMI *'"),
+             ({"architecture": "sparc"}, "sparc"),
+             ({"ami_type": "x86_64/base"}, "not an ami-type name")]
+    path = tmp_path / "play.yml"
+    path.write_text(yaml.safe_dump([{"name": "DLAMI lookups under test", "hosts": "localhost", "gather_facts": False,
+                                     "tasks": [{"name": f"Case {i}", "dlami_info": args, "ignore_errors": True}
+                                               for i, (args, _) in enumerate(cases)]}]))
+    run = run_playbook(path, env=aws_env)
+    for i, (_, fragment) in enumerate(cases):
+        result = run.results(f"Case {i}")
+        assert result.get("failed") and fragment in result["msg"], result

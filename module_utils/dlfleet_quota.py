@@ -1,0 +1,252 @@
+# EC2 vCPU quota preflight for ec2_gpu_quota_info: which Service Quotas quota each planned instance type counts
+# against, its value (the account's, else the AWS default), current usage from running and pending instances,
+# and what the planned fleet needs. One thin function per AWS call.
+from __future__ import annotations
+
+import re
+from collections import Counter, defaultdict
+from dataclasses import dataclass, field
+from typing import Any
+
+from ansible.module_utils.dlfleet_aws import aws_retry, describe_instance_types, error_code
+
+SERVICE_CODE = "ec2"
+MARKETS = ("on-demand", "spot")
+
+# Quota code -> name, for the vCPU-based EC2 quotas (Service Quotas, service code ec2).
+QUOTA_NAMES = {
+    "L-1216C47A": "Running On-Demand Standard (A, C, D, H, I, M, R, T, Z) instances",
+    "L-DB2E81BA": "Running On-Demand G and VT instances",
+    "L-417A185B": "Running On-Demand P instances",
+    "L-74FC7D96": "Running On-Demand F instances",
+    "L-1945791B": "Running On-Demand Inf instances",
+    "L-2C3B7624": "Running On-Demand Trn instances",
+    "L-6E869C2A": "Running On-Demand DL instances",
+    "L-7295265B": "Running On-Demand X instances",
+    "L-43DA4232": "Running On-Demand High Memory instances",
+    "L-F7808C92": "Running On-Demand HPC instances",
+    "L-34B43A08": "All Standard (A, C, D, H, I, M, R, T, Z) Spot Instance Requests",
+    "L-3819A6DF": "All G and VT Spot Instance Requests",
+    "L-7212CCBC": "All P4, P3 and P2 Spot Instance Requests",
+    "L-C4BD4855": "All P5 Spot Instance Requests",
+    "L-88CF9481": "All F Spot Instance Requests",
+    "L-B5D1601B": "All Inf Spot Instance Requests",
+    "L-6B0D517C": "All Trn Spot Instance Requests",
+    "L-85EED4F7": "All DL Spot Instance Requests",
+    "L-E3A00192": "All X Spot Instance Requests",
+}
+
+# The letters that open an instance family name -> quota class.
+FAMILY_CLASSES = {
+    **dict.fromkeys(("a", "c", "d", "h", "i", "im", "is", "m", "r", "t", "z"), "standard"),
+    **dict.fromkeys(("g", "gr", "vt"), "g"),
+    "p": "p", "f": "f", "inf": "inf", "trn": "trn", "dl": "dl", "x": "x", "u": "high-memory", "hpc": "hpc",
+}
+
+# (quota class, market) -> quota code. P5 spot has a quota of its own.
+QUOTA_CODES = {
+    ("standard", "on-demand"): "L-1216C47A", ("standard", "spot"): "L-34B43A08",
+    ("g", "on-demand"): "L-DB2E81BA", ("g", "spot"): "L-3819A6DF",
+    ("p", "on-demand"): "L-417A185B", ("p", "spot"): "L-7212CCBC", ("p5", "spot"): "L-C4BD4855",
+    ("f", "on-demand"): "L-74FC7D96", ("f", "spot"): "L-88CF9481",
+    ("inf", "on-demand"): "L-1945791B", ("inf", "spot"): "L-B5D1601B",
+    ("trn", "on-demand"): "L-2C3B7624", ("trn", "spot"): "L-6B0D517C",
+    ("dl", "on-demand"): "L-6E869C2A", ("dl", "spot"): "L-85EED4F7",
+    ("x", "on-demand"): "L-7295265B", ("x", "spot"): "L-E3A00192",
+    ("high-memory", "on-demand"): "L-43DA4232",
+    ("hpc", "on-demand"): "L-F7808C92",
+}
+
+_FAMILY_RE = re.compile(r"^(?P<letters>[a-z]+)")
+
+
+class QuotaError(Exception):
+    def __init__(self, msg: str, **details: Any) -> None:
+        super().__init__(msg)
+        self.msg = msg
+        self.details = details
+
+
+@dataclass
+class QuotaPlan:
+    """One quota: what it allows, what is in use, what the planned fleet adds."""
+
+    code: str
+    market: str
+    needed: int = 0
+    usage: int = 0
+    limit: float | None = None
+    limit_source: str = ""
+    name: str = ""
+    instances: Counter[str] = field(default_factory=Counter)  # planned instance type -> count
+    vcpus: dict[str, int] = field(default_factory=dict)  # planned instance type -> vCPUs each
+
+    @property
+    def available(self) -> float:
+        return (self.limit or 0) - self.usage
+
+    @property
+    def headroom(self) -> float:
+        """What remains once the fleet runs; negative is the shortfall."""
+        return self.available - self.needed
+
+    @property
+    def fits(self) -> bool:
+        return self.headroom >= 0
+
+    @property
+    def required_limit(self) -> int:
+        return self.usage + self.needed
+
+    def plan_text(self) -> str:
+        return " + ".join(f"{n} × {t}" for t, n in sorted(self.instances.items()))  # noqa: RUF001 - the plan reads 2 x p3.2xlarge
+
+    def shortfall_message(self, region: str) -> str:
+        in_use = f", {self.usage} are in use," if self.usage else ""
+        more = " more" if self.usage else ""
+        return (f"quota {self.code} ({self.name}) in {region} allows {self.limit:g} vCPUs{in_use} and the fleet needs "
+                f"{self.needed}{more} ({self.plan_text()}); request an increase to at least {self.required_limit} "
+                f"(aws service-quotas request-service-quota-increase --service-code ec2 --quota-code {self.code} "
+                f"--desired-value {self.required_limit} --region {region}) or lower count")
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "quota_code": self.code,
+            "quota_name": self.name,
+            "market": self.market,
+            "limit": self.limit,
+            "limit_source": self.limit_source,
+            "usage": self.usage,
+            "needed": self.needed,
+            "available": self.available,
+            "headroom": self.headroom,
+            "fits": self.fits,
+            "required_limit": self.required_limit,
+            "instances": dict(sorted(self.instances.items())),
+            "vcpus_per_instance": dict(sorted(self.vcpus.items())),
+        }
+
+
+# --- pure logic --------------------------------------------------------------------------------------------
+
+
+def quota_class(instance_type: str) -> str:
+    """'p3.2xlarge' -> 'p'; raises QuotaError for a type of no known vCPU quota."""
+    family = instance_type.split(".", 1)[0]
+    match = _FAMILY_RE.match(family)
+    letters = match.group("letters") if match else ""
+    if "." not in instance_type or letters not in FAMILY_CLASSES:
+        raise QuotaError(f"instance type {instance_type!r} belongs to no EC2 vCPU quota this module knows; give a "
+                         f"type such as g5.xlarge or p3.2xlarge")
+    return FAMILY_CLASSES[letters]
+
+
+def quota_code(instance_type: str, market: str) -> str:
+    """The Service Quotas code a running instance of this type and market counts against."""
+    cls = quota_class(instance_type)
+    if cls == "p" and market == "spot" and instance_type.split(".", 1)[0].startswith("p5"):
+        cls = "p5"
+    code = QUOTA_CODES.get((cls, market))
+    if code is None:
+        raise QuotaError(f"instance type {instance_type!r} cannot run as {market} (no {market} vCPU quota for its "
+                         f"family); use market: on-demand")
+    return code
+
+
+def normalise_fleet(fleet: list[dict[str, Any]], default_market: str) -> list[tuple[str, int, str]]:
+    """[(instance_type, count, market)], checked; duplicates are kept (and summed later)."""
+    out = []
+    for index, item in enumerate(fleet):
+        instance_type = (item.get("instance_type") or "").strip()
+        count = item.get("count")
+        market = item.get("market") or default_market
+        if not instance_type:
+            raise QuotaError(f"fleet[{index}].instance_type is missing; give one such as g5.xlarge")
+        if count is None or count < 0:
+            raise QuotaError(f"fleet[{index}].count is {count!r} for {instance_type}; give 0 or more instances")
+        if market not in MARKETS:
+            raise QuotaError(f"fleet[{index}].market is {market!r}; use on-demand or spot")
+        quota_code(instance_type, market)
+        out.append((instance_type, int(count), market))
+    return out
+
+
+def plan_needs(fleet: list[tuple[str, int, str]], vcpus: dict[str, int]) -> dict[str, QuotaPlan]:
+    plans: dict[str, QuotaPlan] = {}
+    for instance_type, count, market in fleet:
+        code = quota_code(instance_type, market)
+        plan = plans.setdefault(code, QuotaPlan(code=code, market=market, name=QUOTA_NAMES[code]))
+        plan.instances[instance_type] += count
+        plan.vcpus[instance_type] = vcpus[instance_type]
+        plan.needed += count * vcpus[instance_type]
+    return plans
+
+
+def usage_by_quota(instances: list[dict[str, Any]], vcpus: dict[str, int]) -> dict[str, int]:
+    """vCPUs in use per quota code, from running and pending instances."""
+    usage: dict[str, int] = defaultdict(int)
+    for inst in instances:
+        market = "spot" if inst.get("InstanceLifecycle") == "spot" else "on-demand"
+        try:
+            code = quota_code(inst["InstanceType"], market)
+        except QuotaError:
+            continue  # a family with no vCPU quota (e.g. mac) does not count against any
+        usage[code] += vcpus.get(inst["InstanceType"], 0)
+    return dict(usage)
+
+
+# --- AWS calls ---------------------------------------------------------------------------------------------
+
+
+def active_instances(ec2) -> list[dict[str, Any]]:
+    """Running and pending instances of the account in the region: one filtered, paginated DescribeInstances."""
+    paginator = ec2.get_paginator("describe_instances")
+    pages = aws_retry(lambda: list(paginator.paginate(
+        Filters=[{"Name": "instance-state-name", "Values": ["pending", "running"]}])))()
+    return [i for page in pages for r in page.get("Reservations", []) for i in r.get("Instances", [])]
+
+
+def read_quota(sq, code: str) -> tuple[float, str, str]:
+    """(value, 'account' or 'aws-default', name): the account's applied value, else AWS's default."""
+    try:
+        quota = sq.get_service_quota(ServiceCode=SERVICE_CODE, QuotaCode=code, aws_retry=True)["Quota"]
+        return float(quota["Value"]), "account", quota.get("QuotaName", "")
+    except Exception as err:
+        if error_code(err) != "NoSuchResourceException":
+            raise
+    try:
+        quota = sq.get_aws_default_service_quota(ServiceCode=SERVICE_CODE, QuotaCode=code, aws_retry=True)["Quota"]
+    except Exception as err:
+        if error_code(err) == "NoSuchResourceException":
+            raise QuotaError(f"Service Quotas has neither an account value nor an AWS default for ec2 quota {code} "
+                             f"in this region; check the region") from err
+        raise
+    return float(quota["Value"]), "aws-default", quota.get("QuotaName", "")
+
+
+def check(ec2, sq, fleet: list[dict[str, Any]], market: str, region: str) -> dict[str, Any]:
+    """The whole preflight; returns ec2_gpu_quota_info's result (without failing on a shortfall)."""
+    planned = normalise_fleet(fleet, market)
+    instances = active_instances(ec2)
+    wanted_types = {t for t, _, _ in planned} | {i["InstanceType"] for i in instances}
+    records = describe_instance_types(ec2, sorted(wanted_types))
+    unknown = sorted({t for t, _, _ in planned} - set(records))
+    if unknown:
+        raise QuotaError(f"unknown instance type(s) {', '.join(unknown)} in {region}; check the spelling "
+                         f"(for example p3.2xlarge) or pick a region that offers them", unknown=unknown)
+    vcpus = {name: rec.get("VCpuInfo", {}).get("DefaultVCpus", 0) for name, rec in records.items()}
+    plans = plan_needs(planned, vcpus)
+    usage = usage_by_quota(instances, vcpus)
+    for code, plan in plans.items():
+        plan.usage = usage.get(code, 0)
+        plan.limit, plan.limit_source, name = read_quota(sq, code)
+        plan.name = name or plan.name
+    ordered = [plans[c] for c in sorted(plans)]
+    shortfalls = [p.shortfall_message(region) for p in ordered if not p.fits]
+    return {
+        "quotas": [p.as_dict() for p in ordered],
+        "fits": not shortfalls,
+        "shortfalls": shortfalls,
+        "needed_vcpus": sum(p.needed for p in ordered),
+        "usage_by_quota": dict(sorted(usage.items())),
+    }
