@@ -250,12 +250,25 @@ def test_set_quota_changes_the_account_value_and_none_restores_the_default(emula
 
 
 def test_script_falls_back_to_python3_without_the_venv(tmp_path: Path) -> None:
-    text = Path(SCRIPT).read_text()
-    assert ".venv/bin/python" in text and "python3" in text
-    env = {k: v for k, v in os.environ.items() if not k.startswith("AWS_")}
-    proc = subprocess.run([SCRIPT, "status", "--state-dir", str(tmp_path)], capture_output=True, text=True, env=env,
-                          timeout=60)
-    assert proc.returncode == 3 and "stopped" in proc.stdout
+    """A copy of the script with no .venv beside it runs the python3 found on PATH."""
+    import shutil
+
+    copy = tmp_path / "project"
+    (copy / "scripts").mkdir(parents=True)
+    shutil.copy2(SCRIPT, copy / "scripts/aws-emulator")
+    shutil.copytree(ROOT / "scripts/emulator", copy / "scripts/emulator",
+                    ignore=shutil.ignore_patterns("__pycache__"))
+    bindir = tmp_path / "bin"
+    bindir.mkdir()
+    marker = tmp_path / "python3-ran"
+    real = shutil.which("python3")
+    (bindir / "python3").write_text(f"#!/bin/sh\necho ran > {marker}\nexec {real} \"$@\"\n")
+    (bindir / "python3").chmod(0o755)
+    env = {**os.environ, "PATH": f"{bindir}{os.pathsep}{os.environ['PATH']}"}
+    proc = subprocess.run([str(copy / "scripts/aws-emulator"), "status", "--state-dir", str(tmp_path / "emu")],
+                          capture_output=True, text=True, env=env, timeout=60)
+    assert (proc.returncode, proc.stdout.strip()) == (3, "aws-emulator: stopped"), proc.stderr
+    assert marker.exists()
 
 
 def test_emulator_clients_reach_it_through_the_standard_endpoint_variable(emulator: Emulator,
