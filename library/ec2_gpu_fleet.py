@@ -14,7 +14,7 @@ description:
     for each type along O(subnet_ids) or O(availability_zones), in the order given. A batch never mixes types.
   - After a failure whose outcome is unknown (5xx, timeout, dropped connection) the fleet is looked up by tag
     before the same request is sent again, so a retried call or a re-run never launches twice.
-  - Extra instances are terminated newest first (launch time, then instance id).
+  - Extra instances are terminated newest first (launch generation, launch time, then instance id).
   - The fleet is read with one filtered, paginated C(DescribeInstances), never one call per instance.
   - Existing instances are not replaced when launch options change; only count, state and tags are reconciled.
 version_added: "1.0.0"
@@ -245,7 +245,7 @@ instances:
     gpu_manufacturer: {description: GPU manufacturer., type: str, sample: NVIDIA}
     gpu_memory_mib: {description: GPU memory in MiB, all GPUs together., type: int, sample: 22888}
     volumes:
-      description: EBS volumes (device, id, size, type, iops, throughput, encrypted, delete_on_termination).
+      description: Attached EBS volumes, each with C(device_name), C(volume_id) and C(delete_on_termination).
       type: list
       elements: dict
     tags: {description: Instance tags., type: dict}
@@ -297,11 +297,17 @@ predicted_launches:
 import contextlib
 
 from ansible.module_utils.dlfleet_aws import aws_retry
-from ansible.module_utils.dlfleet_fleet import VOLUME_TYPES, FleetError, FleetSpec, ensure_absent, ensure_present
+from ansible.module_utils.dlfleet_fleet import (
+    VOLUME_TYPES,
+    FleetError,
+    FleetSpec,
+    ensure_absent,
+    ensure_present,
+    launch_client,
+)
 from ansible_collections.amazon.aws.plugins.module_utils.modules import AnsibleAWSModule
 
 with contextlib.suppress(ImportError):  # AnsibleAWSModule reports a missing botocore itself
-    import botocore.config
     import botocore.exceptions
 
 VOLUME_OPTIONS = dict(
@@ -344,10 +350,6 @@ ARGUMENT_SPEC = dict(
     wait_timeout=dict(type="int", default=600),
 )
 
-# Launches retry only as dlfleet_fleet decides (lookup by tag first), so botocore must not resend them itself.
-NO_RETRY = {"retries": {"total_max_attempts": 1, "mode": "standard"}}
-
-
 def build_spec(params: dict) -> FleetSpec:
     fields = {k: params[k] for k in FleetSpec.__dataclass_fields__ if k in params and params[k] is not None}
     fields["tags"] = {str(k): str(v) for k, v in (params.get("tags") or {}).items()}
@@ -370,8 +372,7 @@ def main() -> None:
         if spec.state == "absent":
             changed, result = ensure_absent(ec2, spec, module.check_mode)
         else:
-            launch_ec2 = module.client("ec2", config=botocore.config.Config(**NO_RETRY))
-            changed, result = ensure_present(ec2, launch_ec2, spec, module.check_mode)
+            changed, result = ensure_present(ec2, launch_client(ec2), spec, module.check_mode)
     except FleetError as err:
         module.fail_json(msg=err.msg, **err.details)
     except ValueError as err:  # a bad ttl, from the shared tag helpers

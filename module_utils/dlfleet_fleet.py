@@ -4,8 +4,8 @@
 # return (changed, result) and never call a mutating API in check mode.
 #
 # Launch safety. A batch is one RunInstances call (MinCount = MaxCount = missing instances) with a
-# ClientToken derived from the fleet, its generation and the attempt, and with tags on create. The launch
-# client has botocore's own retries switched off, so that every retry is decided here: a throttle (known
+# ClientToken derived from the fleet, its generation and the attempt, and with tags on create. botocore's own
+# retries are switched off for RunInstances (launch_client), so that every resend is decided here: a throttle (known
 # not executed) is retried as is; an unknown outcome (5xx, timeout, dropped connection) first looks the
 # generation up by tag and only re-sends the same request, same token, when nothing is found. A re-run
 # starts from a tag lookup too, so neither a retried call nor a re-run launches twice.
@@ -219,14 +219,6 @@ def describe_fleet(ec2, name: str, states: tuple[str, ...] = ALL_STATES,
     return [inst for page in pages for res in page.get("Reservations", []) for inst in res.get("Instances", [])]
 
 
-def describe_fleet_volumes(ec2, name: str) -> dict[str, dict[str, Any]]:
-    """The fleet's volumes by id (they carry the fleet tag from launch): one paginated DescribeVolumes."""
-    paginator = ec2.get_paginator("describe_volumes")
-    pages = aws_retry(lambda: list(paginator.paginate(Filters=fleet_filter(name),
-                                                      PaginationConfig={"PageSize": 500})))()
-    return {vol["VolumeId"]: vol for page in pages for vol in page.get("Volumes", [])}
-
-
 def describe_image(ec2, image_id: str) -> dict[str, Any]:
     try:
         images = ec2.describe_images(ImageIds=[image_id], aws_retry=True).get("Images", [])
@@ -282,14 +274,31 @@ def terminate_instances(ec2, ids: list[str]) -> None:
         consistent_retry(ec2.terminate_instances)(InstanceIds=batch)
 
 
-def start_instances(ec2, ids: list[str]) -> None:
+def start_instances(ec2, ids: list[str]) -> dict[str, str]:
+    """Start; returns each instance's state as the call reports it (pending)."""
+    states = {}
     for batch in _batches(ids, TERMINATE_BATCH):
-        consistent_retry(ec2.start_instances)(InstanceIds=batch)
+        for change in consistent_retry(ec2.start_instances)(InstanceIds=batch).get("StartingInstances", []):
+            states[change["InstanceId"]] = change["CurrentState"]["Name"]
+    return states
 
 
-def stop_instances(ec2, ids: list[str]) -> None:
+def stop_instances(ec2, ids: list[str]) -> dict[str, str]:
+    """Stop; returns each instance's state as the call reports it (stopping)."""
+    states = {}
     for batch in _batches(ids, TERMINATE_BATCH):
-        consistent_retry(ec2.stop_instances)(InstanceIds=batch)
+        for change in consistent_retry(ec2.stop_instances)(InstanceIds=batch).get("StoppingInstances", []):
+            states[change["InstanceId"]] = change["CurrentState"]["Name"]
+    return states
+
+
+def describe_by_ids(ec2, ids: list[str]) -> list[dict[str, Any]]:
+    """DescribeInstances for known ids, 1000 a call (eventual consistency retried)."""
+    found = []
+    for batch in _batches(ids, 1000):
+        pages = consistent_retry(ec2.describe_instances)(InstanceIds=batch)
+        found += [inst for res in pages.get("Reservations", []) for inst in res.get("Instances", [])]
+    return found
 
 
 def create_tags(ec2, ids: list[str], tags: dict[str, str]) -> None:
@@ -297,14 +306,14 @@ def create_tags(ec2, ids: list[str], tags: dict[str, str]) -> None:
         consistent_retry(ec2.create_tags)(Resources=batch, Tags=tag_list(tags))
 
 
-def wait_for(ec2, waiter_name: str, ids: list[str], timeout: int, batch: int = 1000) -> None:
+def wait_for(ec2, waiter_name: str, ids: list[str], timeout: int, batch: int = 1000, **params: Any) -> None:
     """A boto3 waiter over `ids`, in batches, within `timeout` seconds overall."""
     deadline = time.monotonic() + timeout
     for chunk in _batches(sorted(ids), batch):
         remaining = max(1, int(deadline - time.monotonic()))
         waiter = ec2.get_waiter(waiter_name)
         try:
-            waiter.wait(InstanceIds=chunk, WaiterConfig={"Delay": WAITER_DELAY,
+            waiter.wait(InstanceIds=chunk, **params, WaiterConfig={"Delay": WAITER_DELAY,
                                                          "MaxAttempts": max(1, remaining // WAITER_DELAY)})
         except botocore.exceptions.WaiterError as err:
             raise FleetError(f"timed out after {timeout}s waiting for {waiter_name.replace('_', ' ')} on "
@@ -327,12 +336,7 @@ def placements(spec: FleetSpec, zones_of_subnets: dict[str, str]) -> list[dict[s
 
 def next_generation(instances: list[dict[str, Any]]) -> int:
     """1 + the highest dlfleet:generation among the fleet's instances, terminated ones included."""
-    gens = [0]
-    for inst in instances:
-        value = tag_dict(inst.get("Tags")).get(TAG_GENERATION, "0")
-        if value.isdigit():
-            gens.append(int(value))
-    return max(gens) + 1
+    return max([0, *(_generation(i) for i in instances)]) + 1
 
 
 def client_token(name: str, generation: int, instance_type: str, placement: dict[str, str], count: int) -> str:
@@ -403,6 +407,24 @@ def launch_request(spec: FleetSpec, image: dict[str, Any], instance_type: str, p
         req["InstanceMarketOptions"] = {"MarketType": "spot", "SpotOptions": {
             "SpotInstanceType": "one-time", "InstanceInterruptionBehavior": "terminate"}}
     return req
+
+
+def _hand_back_launch_failures(response=None, caught_exception=None, **_kwargs) -> None:
+    """botocore needs-retry handler for RunInstances: every failure comes back at once, so that a resend is
+    decided by run_instances_once (after a lookup by tag), not by botocore."""
+    if caught_exception is not None:
+        raise caught_exception
+    if response is not None:
+        http, parsed = response
+        if http.status_code >= 300 or "Error" in parsed:
+            raise botocore.exceptions.ClientError(parsed, "RunInstances")
+
+
+def launch_client(ec2):
+    """The same EC2 client, with botocore's automatic retries switched off for RunInstances only."""
+    ec2.meta.events.register_first("needs-retry.ec2.RunInstances", _hand_back_launch_failures,
+                                   unique_id="dlfleet-launch-no-botocore-retry")
+    return ec2
 
 
 def _outcome_unknown(err: BaseException) -> bool:
@@ -522,23 +544,12 @@ def _iso(value: Any) -> str:
     return value.isoformat() if hasattr(value, "isoformat") else str(value or "")
 
 
-def instance_record(inst: dict[str, Any], type_info: dict[str, dict[str, Any]],
-                    volumes: dict[str, dict[str, Any]]) -> dict[str, Any]:
+def instance_record(inst: dict[str, Any], type_info: dict[str, dict[str, Any]]) -> dict[str, Any]:
     gpu = gpu_summary(type_info.get(inst["InstanceType"], {}))
-    vols = []
-    for bdm in inst.get("BlockDeviceMappings", []):
-        vid = bdm.get("Ebs", {}).get("VolumeId")
-        vol = volumes.get(vid, {})
-        vols.append({
-            "device_name": bdm.get("DeviceName"),
-            "volume_id": vid,
-            "size": vol.get("Size"),
-            "volume_type": vol.get("VolumeType"),
-            "iops": vol.get("Iops"),
-            "throughput": vol.get("Throughput"),
-            "encrypted": vol.get("Encrypted"),
-            "delete_on_termination": bdm.get("Ebs", {}).get("DeleteOnTermination"),
-        })
+    vols = [{"device_name": bdm.get("DeviceName"),
+             "volume_id": bdm.get("Ebs", {}).get("VolumeId"),
+             "delete_on_termination": bdm.get("Ebs", {}).get("DeleteOnTermination")}
+            for bdm in inst.get("BlockDeviceMappings", [])]
     tags = tag_dict(inst.get("Tags"))
     return {
         "instance_id": inst["InstanceId"],
@@ -556,7 +567,7 @@ def instance_record(inst: dict[str, Any], type_info: dict[str, dict[str, Any]],
         "launch_time": _iso(inst.get("LaunchTime")),
         "market": "spot" if inst.get("InstanceLifecycle") == "spot" else "on-demand",
         "http_tokens": inst.get("MetadataOptions", {}).get("HttpTokens"),
-        "generation": int(tags.get(TAG_GENERATION, "0") or 0) if tags.get(TAG_GENERATION, "0").isdigit() else 0,
+        "generation": _generation(inst),
         "vcpus": gpu["vcpus"],
         "memory_mib": gpu["memory_mib"],
         "gpu_count": gpu["gpu_count"],
@@ -568,9 +579,15 @@ def instance_record(inst: dict[str, Any], type_info: dict[str, dict[str, Any]],
     }
 
 
+def _generation(inst: dict[str, Any]) -> int:
+    value = tag_dict(inst.get("Tags")).get(TAG_GENERATION, "0")
+    return int(value) if value.isdigit() else 0
+
+
 def _order(instances: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """Oldest first, ties by id: a stable order for results and for choosing which extras go."""
-    return sorted(instances, key=lambda i: (_iso(i.get("LaunchTime")), i["InstanceId"]))
+    """Oldest first by generation, launch time, then id: a stable order for results and for choosing which
+    extras go (launch times tie within a second, generations do not)."""
+    return sorted(instances, key=lambda i: (_generation(i), _iso(i.get("LaunchTime")), i["InstanceId"]))
 
 
 def _summary(instances: list[dict[str, Any]]) -> dict[str, Any]:
@@ -609,131 +626,136 @@ def resolve_types(ec2, spec: FleetSpec, image: dict[str, Any] | None,
 
 
 def ensure_present(ec2, launch_ec2, spec: FleetSpec, check_mode: bool) -> tuple[bool, dict[str, Any]]:
+    """Reconcile the fleet. `launch_ec2` sends RunInstances without botocore's own retries (see launch_client)."""
     validate_spec(spec)
     everything = describe_fleet(ec2, spec.name)
     live = _order([i for i in everything if i["State"]["Name"] in LIVE_STATES])
     need = spec.count - len(live)
     image = describe_image(ec2, spec.image_id) if need > 0 else None
-    if need > 0 and image is not None:
+    if image is not None:
         block_device_mappings(spec, image)  # validates the root size against the snapshot
     type_info = resolve_types(ec2, spec, image, live)
+    zones_of_subnets: dict[str, str] = {}
     if need > 0:
         validate_zones(ec2, spec.availability_zones)
-    zones_of_subnets = subnet_zones(ec2, spec.subnet_ids) if need > 0 else {}
+        zones_of_subnets = subnet_zones(ec2, spec.subnet_ids)
 
     result: dict[str, Any] = {"launched": [], "terminated": [], "started": [], "stopped": [], "retagged": [],
                               "attempts": []}
     before = _summary(live)
-    changed = False
 
     # Scale down: the newest go first (deterministic: launch time, then id).
-    keep = live
-    if need < 0:
-        extras = live[need:]
-        keep = live[:need]
-        result["terminated"] = [i["InstanceId"] for i in extras]
-        changed = True
-        if not check_mode:
-            terminate_instances(ec2, result["terminated"])
+    keep = live[:need] if need < 0 else live
+    result["terminated"] = [i["InstanceId"] for i in live[len(keep):]]
 
-    # Tags: add what is missing or different (never remove the user's other tags).
+    # Tags: add what is missing or different, on instances and their volumes (the user's other tags stay).
     desired = spec.desired_tags
-    stale_tags = [i["InstanceId"] for i in keep
-                  if any(tag_dict(i.get("Tags")).get(k) != v for k, v in desired.items())]
-    if stale_tags:
-        result["retagged"] = stale_tags
-        changed = True
-        if not check_mode:
-            create_tags(ec2, stale_tags, desired)
-
-    predicted: list[dict[str, Any]] = []
-    launched: list[dict[str, Any]] = []
-    if need > 0:
-        changed = True
-        generation = next_generation(everything)
-        if check_mode:
-            first = placements(spec, zones_of_subnets)[0]
-            launch_request(spec, image, spec.instance_types[0], first, need, generation)
-            predicted = [{"InstanceId": f"(new {n + 1} of {need})", "InstanceType": spec.instance_types[0],
-                          "State": {"Name": "pending"}, "Placement": {"AvailabilityZone": first.get(
-                              "availability_zone", "")}} for n in range(need)]
-        else:
-            launched, attempts = launch(ec2, launch_ec2, spec, image, need, generation, zones_of_subnets,
-                                        {i["InstanceId"] for i in everything})
-            result["launched"] = sorted(i["InstanceId"] for i in launched)
-            result["attempts"] = attempts
+    stale = [i for i in keep if any(tag_dict(i.get("Tags")).get(k) != v for k, v in desired.items())]
+    result["retagged"] = [i["InstanceId"] for i in stale]
 
     # States: start or stop what is not as asked.
     by_state = {s: [i["InstanceId"] for i in keep if i["State"]["Name"] == s] for s in LIVE_STATES}
-    if spec.state == "running" and (by_state["stopped"] or by_state["stopping"]):
-        to_start = by_state["stopped"] + by_state["stopping"]
-        result["started"] = to_start
-        changed = True
-        if not check_mode:
-            if by_state["stopping"]:
-                wait_for(ec2, "instance_stopped", by_state["stopping"], spec.wait_timeout)
-            start_instances(ec2, to_start)
+    if spec.state == "running":
+        result["started"] = by_state["stopped"] + by_state["stopping"]
     if spec.state == "stopped":
-        to_stop = by_state["running"] + by_state["pending"] + result["launched"]
-        if to_stop or predicted:
-            result["stopped"] = to_stop
-            changed = True
-            if not check_mode:
-                wait_for(ec2, "instance_running", by_state["pending"] + result["launched"], spec.wait_timeout)
-                stop_instances(ec2, to_stop)
+        result["stopped"] = by_state["running"] + by_state["pending"]
 
     if check_mode:
-        after_instances = [*keep, *predicted]
-        if spec.state == "running":
-            after_instances = [{**i, "State": {"Name": "running"}} if i["InstanceId"] in result["started"] else i
-                               for i in after_instances]
-        if spec.state == "stopped":
-            after_instances = [{**i, "State": {"Name": "stopped"}} for i in after_instances]
-        after = _summary(after_instances)
-        records = [instance_record(i, type_info, {}) for i in keep]
-        result["predicted_launches"] = len(predicted)
-    else:
-        if spec.wait and spec.state in ("present", "running"):
-            pending = result["launched"] + result["started"] + by_state["pending"]
-            if pending:
-                wait_for(ec2, "instance_running", pending, spec.wait_timeout)
-                wait_for(ec2, "instance_status_ok", pending, spec.wait_timeout, batch=STATUS_BATCH)
-        if spec.wait and spec.state == "stopped" and result["stopped"]:
-            wait_for(ec2, "instance_stopped", result["stopped"], spec.wait_timeout)
-        if spec.wait and result["terminated"]:
-            wait_for(ec2, "instance_terminated", result["terminated"], spec.wait_timeout)
-        if changed:
-            final = _order(describe_fleet(ec2, spec.name, LIVE_STATES))
-            # A fresh launch may not be visible to a filtered Describe yet: keep what RunInstances returned.
-            seen = {i["InstanceId"] for i in final}
-            final = _order(final + [i for i in launched if i["InstanceId"] not in seen])
-        else:
-            final = keep
-        volumes = describe_fleet_volumes(ec2, spec.name) if final else {}
-        records = [instance_record(i, type_info, volumes) for i in final]
-        after = _summary(final)
-        _retag_volumes(ec2, final, volumes, desired, result)
+        return _predict(spec, image, keep, need, everything, zones_of_subnets, type_info, result, before)
 
-    result.update({
-        "instances": records,
-        "instance_ids": [r["instance_id"] for r in records],
-        "count": len(records),
-        "diff": {"before": before, "after": after},
-    })
-    return changed or bool(result.get("volumes_retagged")), result
-
-
-def _retag_volumes(ec2, instances: list[dict[str, Any]], volumes: dict[str, dict[str, Any]],
-                   desired: dict[str, str], result: dict[str, Any]) -> None:
-    """Volumes of the fleet carry the same dlfleet tags as their instance."""
-    attached = {bdm["Ebs"]["VolumeId"] for i in instances for bdm in i.get("BlockDeviceMappings", [])
-                if bdm.get("Ebs", {}).get("VolumeId")}
-    stale = sorted(v for v in attached
-                   if v in volumes and any(tag_dict(volumes[v].get("Tags")).get(k) != val
-                                           for k, val in desired.items()))
+    if result["terminated"]:
+        terminate_instances(ec2, result["terminated"])
     if stale:
-        create_tags(ec2, stale, desired)
-        result["volumes_retagged"] = stale
+        create_tags(ec2, [*result["retagged"], *_volume_ids(stale)], desired)
+    launched: list[dict[str, Any]] = []
+    if need > 0:
+        launched, result["attempts"] = launch(ec2, launch_ec2, spec, image, need,
+                                              next_generation(everything), zones_of_subnets,
+                                              {i["InstanceId"] for i in everything})
+        result["launched"] = sorted(i["InstanceId"] for i in launched)
+    current = {i["InstanceId"]: i for i in [*keep, *launched]}
+    for inst in stale:
+        current[inst["InstanceId"]] = {**inst, "Tags": tag_list({**tag_dict(inst.get("Tags")), **desired})}
+
+    if result["started"]:
+        if by_state["stopping"]:
+            wait_for(ec2, "instance_stopped", by_state["stopping"], spec.wait_timeout)
+        _set_states(current, start_instances(ec2, result["started"]))
+    if spec.state == "stopped":
+        result["stopped"] += result["launched"]
+        if result["stopped"]:
+            wait_for(ec2, "instance_running", by_state["pending"] + result["launched"], spec.wait_timeout)
+            _set_states(current, stop_instances(ec2, result["stopped"]))
+
+    refresh: set[str] = set()
+    if spec.wait:
+        if spec.state in ("present", "running"):
+            coming_up = result["launched"] + result["started"] + by_state["pending"]
+            if coming_up:
+                # One waiter for both conditions: with IncludeAllInstances an instance is "ok" only once running.
+                wait_for(ec2, "instance_status_ok", coming_up, spec.wait_timeout, batch=STATUS_BATCH,
+                         IncludeAllInstances=True)
+                _set_states(current, {i: "running" for i in coming_up})
+        elif result["stopped"]:
+            wait_for(ec2, "instance_stopped", result["stopped"], spec.wait_timeout)
+            _set_states(current, {i: "stopped" for i in result["stopped"]})
+        if result["terminated"]:
+            wait_for(ec2, "instance_terminated", result["terminated"], spec.wait_timeout)
+        # Re-read only what this run cannot know: addresses that come after launch, and change on start/stop.
+        refresh = {*result["started"], *result["stopped"],
+                   *(i["InstanceId"] for i in launched if not _has_addresses(i))}
+    if refresh:
+        for inst in describe_by_ids(ec2, sorted(refresh)):
+            current[inst["InstanceId"]] = inst
+
+    final = _order(list(current.values()))
+    records = [instance_record(i, type_info) for i in final]
+    changed = bool(result["terminated"] or result["retagged"] or result["launched"] or result["started"]
+                   or result["stopped"])
+    result.update({"instances": records, "instance_ids": [r["instance_id"] for r in records], "count": len(records),
+                   "diff": {"before": before, "after": _summary(final)}})
+    return changed, result
+
+
+def _predict(spec: FleetSpec, image: dict[str, Any] | None, keep: list[dict[str, Any]], need: int,
+             everything: list[dict[str, Any]], zones_of_subnets: dict[str, str],
+             type_info: dict[str, dict[str, Any]], result: dict[str, Any],
+             before: dict[str, Any]) -> tuple[bool, dict[str, Any]]:
+    """Check mode: what a real run would do, from reads only."""
+    predicted: list[dict[str, Any]] = []
+    if need > 0 and image is not None:
+        first = placements(spec, zones_of_subnets)[0]
+        launch_request(spec, image, spec.instance_types[0], first, need, next_generation(everything))
+        predicted = [{"InstanceId": f"(new {n + 1} of {need})", "InstanceType": spec.instance_types[0],
+                      "State": {"Name": "pending"}, "Placement": {"AvailabilityZone": first.get(
+                          "availability_zone", "")}} for n in range(need)]
+    after = [*keep, *predicted]
+    if spec.state == "running":
+        after = [{**i, "State": {"Name": "running"}} for i in after]
+    if spec.state == "stopped":
+        after = [{**i, "State": {"Name": "stopped"}} for i in after]
+        if predicted:
+            result["stopped"] = [*result["stopped"], *(i["InstanceId"] for i in predicted)]
+    records = [instance_record(i, type_info) for i in keep]
+    result.update({"instances": records, "instance_ids": [r["instance_id"] for r in records], "count": len(records),
+                   "predicted_launches": len(predicted), "diff": {"before": before, "after": _summary(after)}})
+    changed = bool(predicted or result["terminated"] or result["retagged"] or result["started"] or result["stopped"])
+    return changed, result
+
+
+def _volume_ids(instances: list[dict[str, Any]]) -> list[str]:
+    return [bdm["Ebs"]["VolumeId"] for i in instances for bdm in i.get("BlockDeviceMappings", [])
+            if bdm.get("Ebs", {}).get("VolumeId")]
+
+
+def _has_addresses(inst: dict[str, Any]) -> bool:
+    return bool(inst.get("PrivateIpAddress") and inst.get("PublicIpAddress"))
+
+
+def _set_states(current: dict[str, dict[str, Any]], states: dict[str, str]) -> None:
+    for iid, state in states.items():
+        if iid in current:
+            current[iid] = {**current[iid], "State": {"Name": state}}
 
 
 def ensure_absent(ec2, spec: FleetSpec, check_mode: bool) -> tuple[bool, dict[str, Any]]:

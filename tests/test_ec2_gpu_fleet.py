@@ -12,7 +12,6 @@ from pathlib import Path
 from typing import Any
 
 import ansible.module_utils
-import botocore.exceptions
 import pytest
 from ansible_collections.amazon.aws.plugins.module_utils.retries import RetryingBotoClientWrapper
 from helpers import ROOT
@@ -140,7 +139,7 @@ def ec2(emulator):
 
 @pytest.fixture
 def launch_ec2(emulator):
-    return emulator.client("ec2")
+    return fl.launch_client(emulator.client("ec2"))
 
 
 @pytest.fixture
@@ -158,6 +157,22 @@ def dlami(ec2) -> dict[str, Any]:
     return _newest_image(ec2, DLAMI_NAME)
 
 
+@pytest.fixture
+def fleets(emulator):
+    """Registers each test's fleet and terminates it afterwards: the emulator's G vCPU quota is shared by the
+    whole test session."""
+    made: list[fl.FleetSpec] = []
+
+    def register(spec: fl.FleetSpec) -> fl.FleetSpec:
+        made.append(spec)
+        return spec
+
+    yield register
+    ec2 = RetryingBotoClientWrapper(emulator.client("ec2"), aws_retry)
+    for spec in made:
+        fl.ensure_absent(ec2, fl.FleetSpec(name=spec.name, state="absent", wait=False), check_mode=False)
+
+
 def _spec(dlami: dict[str, Any], **changes: Any) -> fl.FleetSpec:
     values: dict[str, Any] = {
         "name": f"unit-{uuid.uuid4().hex[:8]}", "count": 2, "instance_types": ["g5.xlarge", "g4dn.xlarge"],
@@ -172,14 +187,20 @@ def _live(ec2, name: str) -> list[dict[str, Any]]:
     return fl.describe_fleet(ec2, name, fl.LIVE_STATES)
 
 
-def test_launch_is_one_run_instances_call_with_tags_imdsv2_and_encrypted_volumes(ec2, launch_ec2, dlami, log):
-    spec = _spec(dlami, count=3, data_volumes=[{"size": 100, "type": "gp3", "throughput": 250}])
+def _volumes(ec2, name: str) -> dict[str, dict[str, Any]]:
+    found = ec2.describe_volumes(Filters=[{"Name": "tag:dlfleet:fleet", "Values": [name]}])["Volumes"]
+    return {v["VolumeId"]: v for v in found}
+
+
+def test_launch_is_one_run_instances_call_with_tags_imdsv2_and_encrypted_volumes(ec2, launch_ec2, dlami, log, fleets):
+    spec = fleets(_spec(dlami, count=3, data_volumes=[{"size": 100, "type": "gp3", "throughput": 250}]))
     changed, result = fl.ensure_present(ec2, launch_ec2, spec, check_mode=False)
 
     assert changed and result["count"] == 3 and len(result["launched"]) == 3
     actions = log.actions()
     assert actions.count("RunInstances") == 1
-    assert actions.count("DescribeInstances") <= 4    # fleet lookup, waiter, final read: never one per instance
+    assert actions.count("DescribeInstances") == 1     # the fleet lookup; never one call per instance
+    assert actions.count("DescribeInstanceStatus") == 1
     assert "CreateTags" not in actions                 # tags went on at create
     for inst in _live(ec2, spec.name):
         assert inst["MetadataOptions"]["HttpTokens"] == "required"
@@ -189,14 +210,16 @@ def test_launch_is_one_run_instances_call_with_tags_imdsv2_and_encrypted_volumes
     for rec in records.values():
         assert rec["gpu_count"] == 1 and rec["gpu_model"] == "A10G" and rec["gpu_memory_mib"] > 20000
         assert rec["private_ip"] and rec["public_dns_name"] and rec["availability_zone"] and rec["launch_time"]
-        sizes = sorted((v["device_name"], v["size"], v["encrypted"]) for v in rec["volumes"])
-        assert sizes == [("/dev/sda1", 80, True), ("/dev/sdf", 100, True)]
-    volumes = fl.describe_fleet_volumes(ec2, spec.name)
+        assert rec["state"] == "running" and rec["http_tokens"] == "required"
+        assert sorted(v["device_name"] for v in rec["volumes"]) == ["/dev/sda1", "/dev/sdf"]
+    volumes = _volumes(ec2, spec.name)
     assert len(volumes) == 6 and all(v["Encrypted"] for v in volumes.values())
+    assert sorted(v["Size"] for v in volumes.values()) == [80, 80, 80, 100, 100, 100]
+    assert {v["Attachments"][0]["InstanceId"] for v in volumes.values()} == set(records)
 
 
-def test_rerun_changes_nothing_and_launches_nothing(ec2, launch_ec2, dlami, log):
-    spec = _spec(dlami)
+def test_rerun_changes_nothing_and_launches_nothing(ec2, launch_ec2, dlami, log, fleets):
+    spec = fleets(_spec(dlami))
     fl.ensure_present(ec2, launch_ec2, spec, check_mode=False)
     again = RequestLog(log.path)
     changed, result = fl.ensure_present(ec2, launch_ec2, spec, check_mode=False)
@@ -213,8 +236,8 @@ def test_check_mode_predicts_without_mutating_calls(ec2, launch_ec2, dlami, log)
     assert _live(ec2, spec.name) == []
 
 
-def test_scale_up_then_down_terminates_the_newest(ec2, launch_ec2, dlami):
-    spec = _spec(dlami, count=1)
+def test_scale_up_then_down_terminates_the_newest(ec2, launch_ec2, dlami, fleets):
+    spec = fleets(_spec(dlami, count=1))
     _, first = fl.ensure_present(ec2, launch_ec2, spec, check_mode=False)
     spec.count = 3
     _, up = fl.ensure_present(ec2, launch_ec2, spec, check_mode=False)
@@ -227,8 +250,8 @@ def test_scale_up_then_down_terminates_the_newest(ec2, launch_ec2, dlami):
     assert [i["InstanceId"] for i in _live(ec2, spec.name)] == first["instance_ids"]
 
 
-def test_state_stopped_then_running_then_absent(ec2, launch_ec2, dlami):
-    spec = _spec(dlami, count=2, state="stopped")
+def test_state_stopped_then_running_then_absent(ec2, launch_ec2, dlami, fleets):
+    spec = fleets(_spec(dlami, count=2, state="stopped"))
     changed, result = fl.ensure_present(ec2, launch_ec2, spec, check_mode=False)
     assert changed and {r["state"] for r in result["instances"]} == {"stopped"}
     assert fl.ensure_present(ec2, launch_ec2, spec, check_mode=False)[0] is False
@@ -244,16 +267,16 @@ def test_state_stopped_then_running_then_absent(ec2, launch_ec2, dlami):
     assert fl.ensure_absent(ec2, spec, check_mode=False)[0] is False
 
 
-def test_changed_tags_are_reconciled_in_one_call(ec2, launch_ec2, dlami, log):
-    spec = _spec(dlami, count=2)
+def test_changed_tags_are_reconciled_in_one_call(ec2, launch_ec2, dlami, log, fleets):
+    spec = fleets(_spec(dlami, count=2))
     fl.ensure_present(ec2, launch_ec2, spec, check_mode=False)
     spec.ttl, spec.tags = "2d", {"project": "cifar"}
     again = RequestLog(log.path)
     changed, result = fl.ensure_present(ec2, launch_ec2, spec, check_mode=False)
     assert changed and len(result["retagged"]) == 2
-    assert again.actions().count("CreateTags") == 2    # the instances in one call, their volumes in another
+    assert again.actions().count("CreateTags") == 1    # instances and their volumes in one call
     assert all(r["tags"]["dlfleet:ttl"] == "2d" and r["tags"]["project"] == "cifar" for r in result["instances"])
-    volumes = fl.describe_fleet_volumes(ec2, spec.name).values()
+    volumes = _volumes(ec2, spec.name).values()
     assert all(fl.tag_dict(v["Tags"])["dlfleet:ttl"] == "2d" for v in volumes)
 
 
@@ -282,82 +305,81 @@ def test_arm64_image_on_x86_type_is_refused(ec2, launch_ec2, log):
     assert "RunInstances" not in log.actions()
 
 
-def test_root_size_defaults_to_the_snapshot(ec2, launch_ec2, dlami):
-    spec = _spec(dlami, count=1, root_volume={"type": "gp3"})
-    _, result = fl.ensure_present(ec2, launch_ec2, spec, check_mode=False)
-    root = [v for v in result["instances"][0]["volumes"] if v["device_name"] == dlami["RootDeviceName"]]
-    assert root[0]["size"] == fl.root_snapshot_size(dlami)
+def test_root_size_defaults_to_the_snapshot(ec2, launch_ec2, dlami, fleets):
+    spec = fleets(_spec(dlami, count=1, root_volume={"type": "gp3"}))
+    fl.ensure_present(ec2, launch_ec2, spec, check_mode=False)
+    [root] = _volumes(ec2, spec.name).values()
+    assert root["Size"] == fl.root_snapshot_size(dlami)
 
 
-def test_no_gpu_type_is_accepted_when_require_gpu_is_off(ec2, launch_ec2, dlami):
-    spec = _spec(dlami, count=1, instance_types=["t3.micro"], require_gpu=False)
+def test_no_gpu_type_is_accepted_when_require_gpu_is_off(ec2, launch_ec2, dlami, fleets):
+    spec = fleets(_spec(dlami, count=1, instance_types=["t3.micro"], require_gpu=False))
     _, result = fl.ensure_present(ec2, launch_ec2, spec, check_mode=False)
     assert result["count"] == 1 and result["instances"][0]["gpu_count"] == 0
 
 
-# --- launch faults moto cannot produce, from a client wrapper ------------------------------------------
+# --- faults, through the fault proxy in front of the emulator (tests/faultproxy.py) ------------------
 
-class CapacityRefusingClient:
-    """Simulated EC2 capacity: answers InsufficientInstanceCapacity for the listed (type, zone) pairs and
-    passes every other launch to the emulator."""
-
-    def __init__(self, real, refused: set[tuple[str, str]]) -> None:
-        self.real, self.refused, self.calls = real, refused, []
-
-    def run_instances(self, **request):
-        where = request.get("Placement", {}).get("AvailabilityZone", "")
-        self.calls.append((request["InstanceType"], where, request["ClientToken"]))
-        if (request["InstanceType"], where) in self.refused:
-            raise botocore.exceptions.ClientError(
-                {"Error": {"Code": "InsufficientInstanceCapacity",
-                           "Message": f"We currently do not have sufficient {request['InstanceType']} capacity"},
-                 "ResponseMetadata": {"HTTPStatusCode": 500}}, "RunInstances")
-        return self.real.run_instances(**request)
+@pytest.fixture
+def faulty(faulty_aws, fleets):
+    """(ec2, launch client) through the fault proxy, as the module builds them."""
+    return (RetryingBotoClientWrapper(faulty_aws.client("ec2"), aws_retry),
+            fl.launch_client(faulty_aws.client("ec2")))
 
 
-class LostResponseClient:
-    """Simulated lost response: the first launch reaches the emulator and runs, then the caller sees a read
-    timeout, as when a connection drops after AWS executed the call."""
-
-    def __init__(self, real) -> None:
-        self.real, self.calls = real, 0
-
-    def run_instances(self, **request):
-        self.calls += 1
-        response = self.real.run_instances(**request)
-        if self.calls == 1:
-            raise botocore.exceptions.ReadTimeoutError(endpoint_url="http://emulator")
-        return response
-
-
-def test_simulated_capacity_shortage_falls_back_across_zones_then_types(ec2, launch_ec2, dlami, monkeypatch):
+def test_capacity_shortage_falls_back_across_zones_then_types(faulty_aws, faulty, dlami, fleets, monkeypatch):
     monkeypatch.setattr(fl, "_sleep_backoff", lambda attempt: None)
-    client = CapacityRefusingClient(launch_ec2, {("g5.xlarge", "us-east-1a"), ("g5.xlarge", "us-east-1b")})
-    spec = _spec(dlami, availability_zones=["us-east-1a", "us-east-1b"])
-    _, result = fl.ensure_present(ec2, client, spec, check_mode=False)
-    assert [(t, z) for t, z, _ in client.calls] == [
-        ("g5.xlarge", "us-east-1a"), ("g5.xlarge", "us-east-1b"), ("g4dn.xlarge", "us-east-1a")]
-    assert len({token for _, _, token in client.calls}) == 3
-    assert {(r["instance_type"], r["availability_zone"]) for r in result["instances"]} == {
-        ("g4dn.xlarge", "us-east-1a")}
-    assert [a["outcome"].split(":")[0] for a in result["attempts"]] == [
-        "InsufficientInstanceCapacity", "InsufficientInstanceCapacity", "launched"]
+    faulty_aws.configure(capacity=[("g5.xlarge", "us-east-1a"), ("g5.xlarge", "us-east-1b")])
+    spec = fleets(_spec(dlami, availability_zones=["us-east-1a", "us-east-1b"]))
+    _, result = fl.ensure_present(*faulty, spec, check_mode=False)
+    tried = [(a["instance_type"], a["availability_zone"], a["outcome"].split(":")[0]) for a in result["attempts"]]
+    assert tried == [("g5.xlarge", "us-east-1a", "InsufficientInstanceCapacity"),
+                     ("g5.xlarge", "us-east-1b", "InsufficientInstanceCapacity"),
+                     ("g4dn.xlarge", "us-east-1a", "launched")]
+    assert len({a["client_token"] for a in result["attempts"]}) == 3
+    assert faulty_aws.counters["capacity"] == 2
+    live = _live(faulty_aws.direct("ec2"), spec.name)
+    assert {(i["InstanceType"], i["Placement"]["AvailabilityZone"]) for i in live} == {("g4dn.xlarge", "us-east-1a")}
+    assert len(live) == 2
 
 
-def test_simulated_capacity_shortage_everywhere_creates_nothing(ec2, launch_ec2, dlami):
-    client = CapacityRefusingClient(launch_ec2, {("g5.xlarge", "us-east-1c"), ("g4dn.xlarge", "us-east-1c")})
-    spec = _spec(dlami, availability_zones=["us-east-1c"])
+def test_capacity_shortage_everywhere_creates_nothing(faulty_aws, faulty, dlami, fleets):
+    faulty_aws.configure(capacity=[("g5.xlarge", "*"), ("g4dn.xlarge", "*")])
+    spec = fleets(_spec(dlami, availability_zones=["us-east-1c"]))
     with pytest.raises(fl.FleetError, match="no capacity for 2 x any of") as err:
-        fl.ensure_present(ec2, client, spec, check_mode=False)
+        fl.ensure_present(*faulty, spec, check_mode=False)
     assert len(err.value.details["attempts"]) == 2
-    assert _live(ec2, spec.name) == []
+    assert _live(faulty_aws.direct("ec2"), spec.name) == []
 
 
-def test_simulated_lost_response_is_found_by_tag_not_launched_twice(ec2, launch_ec2, dlami, monkeypatch):
+@pytest.mark.parametrize("kind", ["lost_response", "server_error", "drop"])
+def test_launch_with_unknown_outcome_is_looked_up_and_never_doubled(faulty_aws, faulty, dlami, fleets, monkeypatch,
+                                                                   kind):
+    """The first RunInstances fails in a way that hides whether it ran; botocore must not resend it by itself,
+    and the module looks the generation up by tag before it sends the same request again."""
     monkeypatch.setattr(fl, "_sleep_backoff", lambda attempt: None)
-    client = LostResponseClient(launch_ec2)
-    spec = _spec(dlami, count=3)
-    changed, result = fl.ensure_present(ec2, client, spec, check_mode=False)
-    assert changed and client.calls == 1
-    assert result["count"] == 3 and len(_live(ec2, spec.name)) == 3
-    assert result["attempts"][-1]["sends"] == 1
+    faulty_aws.configure(idempotency=False)   # as moto: a blind resend would launch a second batch
+    faulty_aws.once(kind, "RunInstances")
+    spec = fleets(_spec(dlami, count=3))
+    log = RequestLog(faulty_aws.emulator.state_dir / "requests.jsonl")
+    changed, result = fl.ensure_present(*faulty, spec, check_mode=False)
+    assert changed and faulty_aws.counters[kind] == 1
+    assert len(_live(faulty_aws.direct("ec2"), spec.name)) == 3 and result["count"] == 3
+    assert log.actions().count("RunInstances") == 1     # exactly one launch ever reached the emulator
+    # lost_response: the lookup found what the first send launched. server_error/drop: nothing ran, so the
+    # lookup found nothing and the same request (same token) went again.
+    assert result["attempts"][-1]["sends"] == (1 if kind == "lost_response" else 2)
+
+
+def test_fleet_of_20_under_30_percent_faults_is_exactly_20(faulty_aws, faulty, dlami, fleets, monkeypatch):
+    monkeypatch.setattr(fl, "_sleep_backoff", lambda attempt: None)
+    faulty_aws.configure(throttle=0.1, server_error=0.1, drop=0.05, lost_response=0.05, seed=7,
+                         consistency_ms=500)
+    spec = fleets(_spec(dlami, count=20, instance_types=["g4dn.xlarge", "g5.xlarge"]))
+    _, result = fl.ensure_present(*faulty, spec, check_mode=False)
+    again_changed, _ = fl.ensure_present(*faulty, spec, check_mode=False)
+    faults = {k: v for k, v in faulty_aws.counters.items() if k in ("throttle", "server_error", "drop",
+                                                                    "lost_response", "not_found") and v}
+    assert sum(faults.values()) > 0, faulty_aws.counters
+    live = _live(faulty_aws.direct("ec2"), spec.name)
+    assert len(live) == 20 and result["count"] == 20 and not again_changed
