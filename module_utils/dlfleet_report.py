@@ -176,9 +176,9 @@ def _sagemaker_section(data: dict[str, Any]) -> list[str]:
         samples = ev.get("sample_predictions") or []
         if samples:
             out += ["", "Sample predictions:", ""]
-            out += _table(["image", "label", "predicted", "probability"],
-                          [[s.get("index"), s.get("label"), s.get("predicted"), s.get("probability")]
-                           for s in samples[:10]])
+            out += _table(["#", "label", "predicted", ""],
+                          [[n, s.get("label"), s.get("predicted"), "ok" if s.get("correct") else "wrong"]
+                           for n, s in enumerate(samples[:10], 1)])
     return out
 
 
