@@ -610,6 +610,10 @@ def ensure_present(backend, storage: Storage, params: dict, check_mode: bool, re
     bundle = source_bundle(params, default_code_location(params["output_path"]))
     request = tuning_request(params, image, bundle, region)
     metric = params["objective"]["metric_name"]
+    for parent in (params["warm_start"] or {}).get("parents") or []:
+        if backend.describe_tuning_job(parent) is None:
+            raise SageMakerError(f"warm_start parent tuning job {parent!r} does not exist: name an existing tuning "
+                                 f"job, or drop warm_start", code="ValidationException")
     existing = backend.describe_tuning_job(name)
     diff = {"before": tuning_view(existing) if existing else {}, "after": tuning_view(request)}
     source = {"uri": bundle["uri"], "sha256": bundle["sha256"], "uploaded": False}

@@ -6,10 +6,12 @@
 # - StopTrainingJob, UpdateEndpoint, StopHyperParameterTuningJob and
 #   ListTrainingJobsForHyperParameterTuningJob are not implemented (HTTP 500): added, with AWS's rules
 #   (stopping a finished job and updating a busy endpoint are ValidationExceptions).
-# - CreateTrainingJob overwrites a job of the same name: now ResourceInUse, as in AWS.
+# - CreateTrainingJob overwrites a job of the same name: now ResourceInUse, as in AWS. CreateModel,
+#   CreateEndpointConfig and CreateEndpoint overwrite too: now "Cannot create already existing ...", as in AWS.
 # - Training jobs: moto replaces the caller's MetricDefinitions with an invented "test:dcg" and reports an
 #   invented "train:progress" metric. Here the caller's definitions are kept and no metric is invented
-#   (nothing ran, so nothing was measured). A job is InProgress for DLFLEET_EMULATOR_TRAINING_SECONDS
+#   (nothing ran, so nothing was measured). A job is InProgress for as many seconds as the emulator's SSM
+#   parameter /dlfleet/emulator/sagemaker/training-seconds (or DLFLEET_EMULATOR_TRAINING_SECONDS) says
 #   (default 0: finished at once, as moto has it), then Completed with its secondary status transitions and
 #   billable seconds.
 # - Tuning jobs: moto reports an invented best training job ("FakeTrainingJobName", objective 1). Here no
@@ -25,7 +27,21 @@ from typing import Any
 _installed = False
 
 
-def _training_seconds() -> float:
+SECONDS_PARAMETER = "/dlfleet/emulator/sagemaker/training-seconds"
+
+
+def _training_seconds(account_id: str, region: str) -> float:
+    """How long an emulated training job stays InProgress: the SSM parameter SECONDS_PARAMETER in the
+    emulator's own SSM (so that a test can set it with a real API call), else DLFLEET_EMULATOR_TRAINING_SECONDS,
+    else 0."""
+    try:
+        from moto.ssm.models import ssm_backends
+
+        parameter = ssm_backends[account_id][region].get_parameter(SECONDS_PARAMETER)
+        if parameter is not None:
+            return float(parameter.value)
+    except Exception:  # no SSM state, or a value that is not a number: fall back
+        pass
     return float(os.environ.get("DLFLEET_EMULATOR_TRAINING_SECONDS", "0") or 0)
 
 
@@ -49,10 +65,10 @@ def install() -> None:
         else:
             self.algorithm_specification.pop("MetricDefinitions", None)
         self.final_metric_data_list = []
-        self.duration = _training_seconds()
-        self.training_job_status = "InProgress" if self.duration > 0 else "Completed"
-        self.secondary_status = "Training" if self.duration > 0 else "Completed"
-        self._finish_if_due()
+        self.duration = _training_seconds(kwargs.get("account_id", ""), kwargs.get("region_name", ""))
+        self.training_job_status = "InProgress"
+        self.secondary_status = "Training"
+        self._finish_if_due()  # at once when the duration is 0
 
     def finish_if_due(self) -> None:
         if self.training_job_status != "InProgress":
@@ -99,6 +115,27 @@ def install() -> None:
         return backend_create(self, training_job_name, *args, **kwargs)
 
     models.SageMakerModelBackend.create_training_job = create_training_job
+
+    def refuse_existing(method: str, kind: str, taken) -> None:
+        """moto overwrites a model, endpoint config or endpoint created again under its name; AWS refuses."""
+        backend_create = getattr(models.SageMakerModelBackend, method)
+
+        def create(self, **kwargs: Any):
+            arn = taken(self, kwargs)
+            if arn:
+                raise ValidationError(f'Cannot create already existing {kind} "{arn}".')
+            return backend_create(self, **kwargs)
+
+        setattr(models.SageMakerModelBackend, method, create)
+
+    refuse_existing("create_model", "model",
+                    lambda b, kw: b._models[kw["model_name"]].arn if kw["model_name"] in b._models else None)
+    refuse_existing("create_endpoint_config", "endpoint configuration",
+                    lambda b, kw: b.endpoint_configs[kw["endpoint_config_name"]].endpoint_config_arn
+                    if kw["endpoint_config_name"] in b.endpoint_configs else None)
+    refuse_existing("create_endpoint", "endpoint",
+                    lambda b, kw: b.endpoints[kw["endpoint_name"]].arn
+                    if kw["endpoint_name"] in b.endpoints else None)
 
     tuning_init = models.HyperParameterTuningJob.__init__
 

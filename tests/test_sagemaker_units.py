@@ -1,0 +1,303 @@
+"""Unit tests of the SageMaker module logic: code packing, request building, idempotency views, input
+checks, the local container contract helpers, tuning samplers and the .npy encoder. No AWS, no processes."""
+from __future__ import annotations
+
+import importlib.util
+import io
+import json
+import math
+import os
+import random
+import tarfile
+from pathlib import Path
+from typing import Any
+
+import ansible.module_utils
+import numpy as np
+import pytest
+from helpers import ROOT
+
+if str(ROOT / "module_utils") not in ansible.module_utils.__path__:
+    ansible.module_utils.__path__.append(str(ROOT / "module_utils"))
+
+from ansible.module_utils import dlfleet_sagemaker as sm
+from ansible.module_utils import dlfleet_sagemaker_container as container
+
+
+def _load_library(name: str):
+    spec = importlib.util.spec_from_file_location(f"lib_{name}", ROOT / "library" / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+tuning = _load_library("sagemaker_tuning_job")
+invoke = _load_library("sagemaker_endpoint_invoke")
+
+
+def _source(tmp_path: Path) -> Path:
+    code = tmp_path / "code"
+    (code / "pkg" / "__pycache__").mkdir(parents=True)
+    (code / "train.py").write_text("print('train')\n")
+    (code / "pkg" / "util.py").write_text("X = 1\n")
+    (code / "pkg" / "__pycache__" / "util.cpython-311.pyc").write_bytes(b"\0junk")
+    (code / "requirements.txt").write_text("mxnet==1.9.1\n")
+    (code / ".hidden").write_text("secret\n")
+    return code
+
+
+def params(tmp_path: Path, **changes: Any) -> dict[str, Any]:
+    """Module parameters as AnsibleModule hands them over, defaults filled in."""
+    spec = {**sm.training_spec(), **sm.common_spec()}
+    p: dict[str, Any] = {k: v.get("default") for k, v in spec.items()}
+    p.update(name="job-001", role_arn="arn:aws:iam::123456789012:role/SageMakerRole", entry_point="train.py",
+             source_dir=str(_source(tmp_path)), instance_type="ml.m5.xlarge", output_path="s3://bucket/out",
+             channels=[{"name": "training", "uri": "s3://bucket/data", "content_type": None,
+                        "distribution": "FullyReplicated", "input_mode": None, "compression": "None"}],
+             hyperparameters={"epochs": 2, "lr": 0.1, "optimizer": "nag", "hybridize": False})
+    p.update(changes)
+    return p
+
+
+# ------------------------------------------------------------------------------------------ code packing
+
+def test_pack_source_is_deterministic_and_content_hashed(tmp_path: Path) -> None:
+    code = _source(tmp_path)
+    first = sm.pack_source(str(code), [*sm.DEFAULT_SOURCE_EXCLUDE, "requirements.txt"])
+    os.utime(code / "train.py", (1, 1))  # another mtime: same archive
+    second = sm.pack_source(str(code), [*sm.DEFAULT_SOURCE_EXCLUDE, "requirements.txt"])
+    assert first == second
+    with tarfile.open(fileobj=io.BytesIO(first)) as tar:
+        assert sorted(tar.getnames()) == ["pkg/util.py", "train.py"]
+        assert {m.mtime for m in tar.getmembers()} == {0}
+    (code / "train.py").write_text("print('changed')\n")
+    third = sm.pack_source(str(code), [*sm.DEFAULT_SOURCE_EXCLUDE, "requirements.txt"])
+    assert third != first
+
+
+def test_source_bundle_names_the_archive_by_its_hash(tmp_path: Path) -> None:
+    p = params(tmp_path)
+    bundle = sm.source_bundle(p, sm.default_code_location(p["output_path"]))
+    assert bundle["uri"] == f"s3://bucket/out/code/{bundle['sha256'][:20]}/sourcedir.tar.gz"
+    assert bundle["program"] == "train.py"
+
+
+# ------------------------------------------------------------------------------------------ requests
+
+def test_training_request_encodes_hyperparameters_and_injects_the_framework_ones(tmp_path: Path) -> None:
+    p = params(tmp_path, use_spot=True, max_wait=172800, checkpoint_s3_uri="s3://bucket/ckpt",
+               distribution={"parameter_server": {"enabled": True}}, subnets=["subnet-1"],
+               security_group_ids=["sg-1"], enable_network_isolation=True, fleet="f1", owner="me", ttl="2h")
+    bundle = sm.source_bundle(p, sm.default_code_location(p["output_path"]))
+    request = sm.training_job_request(p, "job-001", "img:1", bundle, "eu-west-1")
+    hps = request["HyperParameters"]
+    assert all(isinstance(v, str) for v in hps.values())
+    decoded = sm.decode_hyperparameters(hps)
+    assert decoded["epochs"] == 2 and decoded["lr"] == 0.1 and decoded["hybridize"] is False
+    assert decoded["sagemaker_program"] == "train.py"
+    assert decoded["sagemaker_submit_directory"] == bundle["uri"]
+    assert decoded["sagemaker_region"] == "eu-west-1"
+    assert decoded["sagemaker_container_log_level"] == 20
+    assert decoded["sagemaker_parameter_server_enabled"] is True
+    assert request["StoppingCondition"] == {"MaxRuntimeInSeconds": 86400, "MaxWaitTimeInSeconds": 172800}
+    assert request["EnableManagedSpotTraining"] is True
+    assert request["CheckpointConfig"]["S3Uri"] == "s3://bucket/ckpt"
+    assert request["VpcConfig"] == {"Subnets": ["subnet-1"], "SecurityGroupIds": ["sg-1"]}
+    assert request["EnableNetworkIsolation"] is True
+    tags = {t["Key"]: t["Value"] for t in request["Tags"]}
+    assert tags == {"dlfleet:fleet": "f1", "dlfleet:owner": "me", "dlfleet:ttl": "2h"}
+
+
+def test_the_same_spec_has_no_differences_and_a_changed_one_names_the_field(tmp_path: Path) -> None:
+    p = params(tmp_path)
+    bundle = sm.source_bundle(p, sm.default_code_location(p["output_path"]))
+    request = sm.training_job_request(p, "job-001", "img:1", bundle, "us-east-1")
+    described = json.loads(json.dumps(request))  # what Describe echoes, plus fields AWS adds
+    described.update(TrainingJobStatus="Completed", TrainingJobArn="arn:x", SecondaryStatus="Completed")
+    assert sm.differences(sm.definition_view(described), sm.definition_view(request)) == []
+    changed = sm.training_job_request(dict(p, hyperparameters={**p["hyperparameters"], "lr": 0.2}), "job-001",
+                                      "img:1", bundle, "us-east-1")
+    diffs = sm.differences(sm.definition_view(described), sm.definition_view(changed))
+    assert diffs == ["hyperparameters.lr: existing '0.1', requested '0.2'"]
+    err = sm.immutable_mismatch("training job", "job-001", diffs)
+    assert "job-001" in str(err) and "new name" in str(err) and err.code == "ResourceInUse"
+
+
+# ------------------------------------------------------------------------------------------ bad inputs
+
+BAD_TRAINING = [
+    ({"instance_type": "p3.2xlarge"}, "is not a SageMaker instance type"),
+    ({"role_arn": "SageMakerRole"}, "is not an IAM role ARN"),
+    ({"entry_point": "missing.py"}, "is not in source_dir"),
+    ({"entry_point": "../train.py"}, "relative to source_dir"),
+    ({"hyperparameters": {"epochs": [1, 2]}}, "hyperparameters.epochs is a list"),
+    ({"hyperparameters": {"sagemaker_program": "x"}}, "set by the module itself"),
+    ({"output_path": "bucket/out"}, "must start with s3://"),
+    ({"output_path": "file:///tmp/out"}, "use instance_type 'local'"),
+    ({"instance_count": 0}, "instance_count is 0"),
+    ({"use_spot": True, "max_wait": 10}, "max_wait >= max_run"),
+    ({"max_wait": 10}, "spot training only"),
+    ({"metric_definitions": [{"name": "acc", "regex": "acc=[0-9.]+"}]}, "has no group"),
+    ({"metric_definitions": [{"name": "acc", "regex": "acc=(["}]}, "metric_definitions[acc].regex"),
+    ({"subnets": ["subnet-1"]}, "go together"),
+    ({"checkpoint_s3_uri": "s3://Bad_Bucket/x"}, "not a valid S3 URI"),
+]
+
+
+@pytest.mark.parametrize(("changes", "message"), BAD_TRAINING, ids=[m for _c, m in BAD_TRAINING])
+def test_bad_training_input_is_refused_with_the_fix(tmp_path: Path, changes: dict, message: str) -> None:
+    with pytest.raises(sm.SageMakerError) as err:
+        sm.check_training_params(params(tmp_path, **changes))
+    assert message in str(err.value)
+
+
+@pytest.mark.parametrize("name", ["", "-lead", "trail-", "under_score", "x" * 64])
+def test_bad_names_are_refused(name: str) -> None:
+    with pytest.raises(sm.SageMakerError, match="letters, digits and hyphens"):
+        sm.check_name("training job", name)
+
+
+def test_a_bad_framework_version_names_the_supported_ones(tmp_path: Path) -> None:
+    p = params(tmp_path, framework_version="0.1")
+    with pytest.raises(sm.SageMakerError, match=r"Supported mxnet version\(s\).*1\.9\.0"):
+        sm.image_uri(p, "us-east-1", "training", "ml.p3.2xlarge")
+
+
+def test_image_lookups_are_cached(tmp_path: Path) -> None:
+    p = params(tmp_path)
+    cache = tmp_path / "image-uris.json"
+    uri = sm.image_uri(p, "us-east-1", "training", "ml.p3.2xlarge", str(cache))
+    assert uri.endswith("mxnet-training:1.9.0-gpu-py38")
+    assert list(json.loads(cache.read_text()).values()) == [uri]
+    assert sm.image_uri(p, "us-east-1", "training", "ml.p3.2xlarge", str(cache)) == uri
+
+
+# ------------------------------------------------------------------------------------------ container contract
+
+def test_cli_args_are_sorted_name_value_pairs() -> None:
+    assert container.cli_args({"lr": 0.1, "b": True, "epochs": 2, "kv": {"b": 1, "a": 2}}) == [
+        "-b", "True", "--epochs", "2", "--kv", "a=2,b=1", "--lr", "0.1"]
+
+
+def test_container_env_points_sm_variables_at_the_work_dir(tmp_path: Path) -> None:
+    layout = container.host_layout(str(tmp_path), "algo-1")
+    request = {"TrainingJobName": "j", "ResourceConfig": {"InstanceType": "local"},
+               "HyperParameters": sm.encode_hyperparameters({"epochs": 1, "sagemaker_program": "train.py"})}
+    env = container.container_env(request, "algo-1", ["algo-1", "algo-2"], layout, ["training", "test"], 0)
+    assert env["SM_CHANNEL_TRAINING"] == str(tmp_path / "algo-1/opt/ml/input/data/training")
+    assert env["SM_MODEL_DIR"] == str(tmp_path / "algo-1/opt/ml/model")
+    assert json.loads(env["SM_HPS"]) == {"epochs": 1}
+    assert json.loads(env["SM_HOSTS"]) == ["algo-1", "algo-2"]
+    assert env["SM_USER_ENTRY_POINT"] == "train.py" and env["SM_HP_EPOCHS"] == "1"
+
+
+# ------------------------------------------------------------------------------------------ tuning
+
+def test_samples_stay_in_range_and_log_scaling_favours_small_values() -> None:
+    ranges = {"ContinuousParameterRanges": [{"Name": "lr", "MinValue": "0.001", "MaxValue": "1",
+                                             "ScalingType": "Logarithmic"}],
+              "IntegerParameterRanges": [{"Name": "depth", "MinValue": "1", "MaxValue": "4", "ScalingType": "Linear"}],
+              "CategoricalParameterRanges": [{"Name": "opt", "Values": ["\"sgd\"", "\"nag\""]}]}
+    rng = random.Random(7)
+    draws = [container.sample(ranges, rng) for _ in range(400)]
+    lrs = [float(d["lr"]) for d in draws]
+    assert all(0.001 <= v <= 1 for v in lrs)
+    assert {int(d["depth"]) for d in draws} == {1, 2, 3, 4}
+    assert {d["opt"] for d in draws} == {"\"sgd\"", "\"nag\""}
+    below = sum(v < math.sqrt(0.001) for v in lrs) / len(lrs)  # the log-midpoint splits draws about evenly
+    assert 0.4 < below < 0.6
+
+
+def test_grid_enumerates_every_categorical_combination() -> None:
+    combos = container.grid({"CategoricalParameterRanges": [{"Name": "a", "Values": ["1", "2"]},
+                                                            {"Name": "b", "Values": ["x", "y", "z"]}]})
+    assert len(combos) == 6 and len({tuple(sorted(c.items())) for c in combos}) == 6
+
+
+def _tuning_params(tmp_path: Path, **changes: Any) -> dict[str, Any]:
+    p = params(tmp_path, name="tune-1", strategy="Random", max_jobs=4, max_parallel_jobs=1, early_stopping="Off",
+               random_seed=None, hyperband=None, warm_start=None,
+               objective={"metric_name": "validation-accuracy", "type": "Maximize", "regex": "acc=([0-9.]+)"},
+               parameter_ranges=[{"name": "lr", "type": "continuous", "min_value": 0.01, "max_value": 0.3,
+                                  "scaling": "Logarithmic", "values": None},
+                                 {"name": "optimizer", "type": "categorical", "min_value": None, "max_value": None,
+                                  "scaling": "Auto", "values": ["sgd", "nag"]}],
+               hyperparameters={"epochs": 2})
+    p.update(changes)
+    return p
+
+
+def test_tuning_request_json_encodes_categorical_values_and_adds_the_objective_metric(tmp_path: Path) -> None:
+    p = _tuning_params(tmp_path)
+    tuning.check_tuning_params(p)
+    bundle = sm.source_bundle(p, sm.default_code_location(p["output_path"]))
+    request = tuning.tuning_request(p, "img:1", bundle, "us-east-1")
+    config = request["HyperParameterTuningJobConfig"]
+    assert config["ParameterRanges"]["CategoricalParameterRanges"] == [
+        {"Name": "optimizer", "Values": ["\"sgd\"", "\"nag\""]}]
+    assert config["ParameterRanges"]["ContinuousParameterRanges"][0]["ScalingType"] == "Logarithmic"
+    definitions = request["TrainingJobDefinition"]["AlgorithmSpecification"]["MetricDefinitions"]
+    assert {"Name": "validation-accuracy", "Regex": "acc=([0-9.]+)"} in definitions
+    assert "lr" not in sm.decode_hyperparameters(request["TrainingJobDefinition"]["StaticHyperParameters"])
+
+
+BAD_TUNING = [
+    ({"name": "x" * 33}, "1-32 letters"),
+    ({"strategy": "Grid"}, "categorical ranges only"),
+    ({"max_jobs": None}, "max_jobs is required"),
+    ({"strategy": "Hyperband", "early_stopping": "Auto"}, "stops trials itself"),
+    ({"objective": {"metric_name": "loss", "type": "Minimize", "regex": None}}, "has no regex"),
+    ({"parameter_ranges": [{"name": "lr", "type": "continuous", "min_value": 0.0, "max_value": 0.3,
+                            "scaling": "Logarithmic", "values": None}]}, "needs min_value > 0"),
+    ({"parameter_ranges": [{"name": "lr", "type": "continuous", "min_value": 0.3, "max_value": 0.1,
+                            "scaling": "Auto", "values": None}]}, "min_value < max_value"),
+    ({"parameter_ranges": [{"name": "epochs", "type": "integer", "min_value": 1, "max_value": 3,
+                            "scaling": "Auto", "values": None}]}, "also a static hyperparameter"),
+]
+
+
+@pytest.mark.parametrize(("changes", "message"), BAD_TUNING, ids=[m for _c, m in BAD_TUNING])
+def test_bad_tuning_input_is_refused_with_the_fix(tmp_path: Path, changes: dict, message: str) -> None:
+    with pytest.raises(sm.SageMakerError) as err:
+        tuning.check_tuning_params(_tuning_params(tmp_path, **changes))
+    assert message in str(err.value)
+
+
+# ------------------------------------------------------------------------------------------ invocation payloads
+
+def test_npy_payload_loads_as_the_cifar_images() -> None:
+    pixels = bytes(random.Random(3).randrange(256) for _ in range(2 * 3072))
+    array = np.load(io.BytesIO(invoke.npy_uint8(pixels, 2)), allow_pickle=False)
+    assert array.dtype == np.uint8 and array.shape == (2, 3, 32, 32)
+    assert array.tobytes() == pixels
+
+
+def test_a_file_that_is_not_a_cifar_batch_is_refused(tmp_path: Path) -> None:
+    bad = tmp_path / "x.bin"
+    bad.write_bytes(b"\0" * 100)
+    with pytest.raises(sm.SageMakerError, match="not a CIFAR-10 binary batch"):
+        invoke.read_batch(str(bad), 0)
+
+
+# ------------------------------------------------------------------------------------------ documentation
+
+@pytest.mark.parametrize("name", ["sagemaker_training_job", "sagemaker_tuning_job", "sagemaker_endpoint",
+                                  "sagemaker_endpoint_invoke"])
+def test_documented_options_match_the_argument_spec(name: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    import yaml
+
+    module = _load_library(name)
+    documented = set(yaml.safe_load(module.DOCUMENTATION)["options"])
+    captured: dict[str, Any] = {}
+
+    class Stop(Exception):
+        pass
+
+    def fake_module(argument_spec, **_kwargs):
+        captured.update(argument_spec)
+        raise Stop
+
+    monkeypatch.setattr(module, "AnsibleAWSModule", fake_module)
+    with pytest.raises(Stop):
+        module.main()
+    assert documented == set(captured)
