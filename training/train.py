@@ -386,6 +386,7 @@ class Trainer:
         return x, onehot
 
     def train_epoch(self, epoch: int) -> dict:
+        """One pass over this worker's shard (or --limit-batches of it): the training loop alone."""
         cfg = self.cfg
         mx.random.seed(int(self.rng.integers(1 << 31)))
         images, labels = self.data.train_images, self.data.train_labels
@@ -418,22 +419,21 @@ class Trainer:
                 correct += (out.argmax(axis=1) == yi).sum().as_in_context(self.ctx[0])
             seen += len(y)
             if pending is not None:
-                pending.wait_to_read()  # keep at most one batch queued ahead in the engine
-            pending = loss_sum
+                pending.wait_to_read()  # the previous batch is done: Python stays at most one batch ahead
+            pending = losses[-1]
             if cfg.log_interval and (i + 1) % cfg.log_interval == 0:
+                loss_now, acc_now = loss_sum.asscalar() / seen, correct.asscalar() / seen  # waits for this batch
+                mx.nd.waitall()
                 now = time.time()
-                print(f"epoch {epoch + 1} batch {i + 1}/{steps}  loss {loss_sum.asscalar() / seen:.4f}  "
-                      f"acc {correct.asscalar() / seen:.4f}  lr {lr:.5f}  "
-                      f"{cfg.log_interval * cfg.batch_size / (now - interval_start):.1f} img/s", flush=True)
-                interval_start = time.time()
+                print(f"epoch {epoch + 1} batch {i + 1}/{steps}  loss {loss_now:.4f}  acc {acc_now:.4f}  "
+                      f"lr {lr:.5f}  {cfg.log_interval * cfg.batch_size / (now - interval_start):.1f} img/s",
+                      flush=True)
+                interval_start = now
         train_loss, train_acc = loss_sum.asscalar() / max(seen, 1), correct.asscalar() / max(seen, 1)
+        mx.nd.waitall()
         train_seconds = time.time() - start
-        if self.dist:
-            self.dist.average_stats()
-        val_acc = self.evaluate()
         return {"epoch": epoch + 1, "train_loss": round(float(train_loss), 6), "train_acc": round(float(train_acc), 6),
-                "val_acc": round(float(val_acc), 6), "images_per_sec": round(seen / train_seconds, 2),
-                "train_seconds": round(train_seconds, 3), "seconds": round(time.time() - start, 3),
+                "images_per_sec": round(seen / train_seconds, 2), "train_seconds": round(train_seconds, 3),
                 "lr": round(float(lr), 8), "images": seen}
 
     def evaluate(self) -> float:
@@ -451,7 +451,12 @@ class Trainer:
         tag = "SYNTHETIC data" if self.data.synthetic else "CIFAR-10"
         title = f"{cfg.model} on {tag}" + (f" (worker {self.rank} of {self.num_workers})" if self.dist else "")
         for epoch in range(start_epoch, cfg.epochs):
+            start = time.time()
             metrics = self.train_epoch(epoch)
+            if self.dist:
+                self.dist.average_stats()
+            metrics["val_acc"] = round(self.evaluate(), 6)
+            metrics["seconds"] = round(time.time() - start, 3)
             self.history.append(metrics)
             self.save_checkpoint(epoch + 1)
             write_metrics(self.out, self.history)
