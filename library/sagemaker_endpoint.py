@@ -250,6 +250,7 @@ from ansible.module_utils.dlfleet_sagemaker import (
     check_uri,
     code_spec,
     common_spec,
+    create_once,
     image_cache_path,
     image_uri,
     is_local,
@@ -416,15 +417,22 @@ def ensure_present(backend, storage: Storage, params: dict, check_mode: bool, re
             return result
         if bundle:
             storage.put_if_absent(bundle["uri"], bundle["data"])
+        # the names carry the spec's hash: one that exists already is this very spec
         if backend.describe_model(model["ModelName"]) is None:
-            backend.create_model(model)
+            create_once(lambda: backend.create_model(model), lambda: backend.describe_model(model["ModelName"]))
         if backend.describe_endpoint_config(config["EndpointConfigName"]) is None:
-            backend.create_endpoint_config(config)
+            create_once(lambda: backend.create_endpoint_config(config),
+                        lambda: backend.describe_endpoint_config(config["EndpointConfigName"]))
         if endpoint is None:
-            backend.create_endpoint({"EndpointName": name, "EndpointConfigName": config["EndpointConfigName"],
-                                     "Tags": tag_list(tags)})
+            request = {"EndpointName": name, "EndpointConfigName": config["EndpointConfigName"],
+                       "Tags": tag_list(tags)}
+            create_once(lambda: backend.create_endpoint(request), lambda: backend.describe_endpoint(name),
+                        lambda found: found.get("EndpointConfigName") == config["EndpointConfigName"])
         else:
-            backend.update_endpoint(name, config["EndpointConfigName"])
+            create_once(lambda: backend.update_endpoint(name, config["EndpointConfigName"]),
+                        lambda: backend.describe_endpoint(name),
+                        lambda found: found.get("EndpointStatus") == "Updating"
+                        or found.get("EndpointConfigName") == config["EndpointConfigName"])
             result["updated"] = True
         if params["wait"]:
             endpoint, seen = wait_endpoint(backend, name, params, log)

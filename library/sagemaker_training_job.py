@@ -337,6 +337,7 @@ from ansible.module_utils.dlfleet_sagemaker import (
     check_name,
     check_training_params,
     common_spec,
+    create_once,
     default_code_location,
     definition_view,
     differences,
@@ -407,7 +408,8 @@ def ensure_present(backend, storage: Storage, params: dict, check_mode: bool, re
         result.update(changed=True, status="(would be created)")
     else:
         source["uploaded"] = storage.put_if_absent(bundle["uri"], bundle["data"])
-        backend.create_training_job(request)
+        create_once(lambda: backend.create_training_job(request), lambda: backend.describe_training_job(name),
+                    lambda found: not differences(definition_view(found), definition_view(request)))
         record = backend.describe_training_job(name) or {}
         seen = [training_status(record)]
         if params["wait"]:
@@ -432,7 +434,8 @@ def ensure_absent(backend, params: dict, check_mode: bool, log) -> dict:
         result.update(changed=True, diff=diff)
         return result
     if existing["TrainingJobStatus"] == "InProgress":
-        backend.stop_training_job(name)
+        create_once(lambda: backend.stop_training_job(name), lambda: backend.describe_training_job(name),
+                    lambda found: found["TrainingJobStatus"] in ("Stopping", "Stopped"))
     record, seen = existing, [training_status(existing)]
     if params["wait"]:
         record, seen = wait_job(backend, name, params, log)

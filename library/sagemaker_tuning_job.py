@@ -395,6 +395,7 @@ from ansible.module_utils.dlfleet_sagemaker import (
     check_name,
     check_training_params,
     common_spec,
+    create_once,
     decode_hyperparameters,
     default_code_location,
     definition_view,
@@ -633,7 +634,8 @@ def ensure_present(backend, storage: Storage, params: dict, check_mode: bool, re
         return result
     else:
         source["uploaded"] = storage.put_if_absent(bundle["uri"], bundle["data"])
-        backend.create_tuning_job(request)
+        create_once(lambda: backend.create_tuning_job(request), lambda: backend.describe_tuning_job(name),
+                    lambda found: not differences(tuning_view(found), tuning_view(request)))
         changed = True
         record = backend.describe_tuning_job(name) or {}
     if params["wait"] and record.get("HyperParameterTuningJobStatus") not in TUNING_TERMINAL and not check_mode:
@@ -662,7 +664,8 @@ def ensure_absent(backend, params: dict, check_mode: bool, module) -> dict:
         result.update(changed=True, diff=result_diff)
         return result
     if status == "InProgress":
-        backend.stop_tuning_job(name)
+        create_once(lambda: backend.stop_tuning_job(name), lambda: backend.describe_tuning_job(name),
+                    lambda found: found["HyperParameterTuningJobStatus"] in ("Stopping", "Stopped"))
     record = wait_tuning(backend, name, params, module.log) if params["wait"] else existing
     result = tuning_result(backend, record, metric)
     result.update(changed=True, diff=result_diff)

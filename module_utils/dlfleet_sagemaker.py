@@ -848,8 +848,18 @@ class AwsBackend:
         return bool(drop or add)
 
 
-def tags_differ(want: dict[str, str], have: dict[str, str]) -> bool:
-    return want != have
+def create_once(create, describe, matches=None) -> bool:
+    """Create, and when the call fails but the resource exists (a retried create whose first answer was lost:
+    AWS then says it already exists), adopt it if it is what was asked for. Returns True when adopted."""
+    try:
+        create()
+        return False
+    except SageMakerError as err:
+        found = describe()
+        if found is None or (matches is not None and not matches(found)):
+            raise
+        err.details.clear()
+        return True
 
 
 def region_of(module, local: bool) -> str:

@@ -258,3 +258,25 @@ def test_tuning_job_create_describe_rerun(emulator, aws_env, bucket, cache_dir) 
     assert "smt-no-such-tuning" in results["Missing parent"]["msg"]
     summaries = emulator.client("sagemaker").list_hyper_parameter_tuning_jobs(NameContains=f"{name}-w")
     assert summaries["HyperParameterTuningJobSummaries"] == []
+
+
+def test_creates_survive_lost_answers_and_throttling_with_exactly_one_of_each(faulty_aws, bucket, cache_dir) -> None:
+    """A create whose answer is lost is retried by botocore; AWS then says 'already exists', and the module
+    adopts what it made instead of failing or making a second one."""
+    job = f"smt-fault-{uuid.uuid4().hex[:6]}"
+    endpoint = f"smt-fault-ep-{uuid.uuid4().hex[:6]}"
+    for action in ("CreateTrainingJob", "CreateModel", "CreateEndpointConfig", "CreateEndpoint"):
+        faulty_aws.once("lost_response", action)
+    faulty_aws.configure(throttle=0.1, seed=11)
+    results = play([
+        {"name": "Train", "sagemaker_training_job": training_args(bucket, job, cache_dir)},
+        {"name": "Deploy", "sagemaker_endpoint": endpoint_args(bucket, endpoint, cache_dir)},
+    ], faulty_aws.env)
+    assert results["Train"]["status"] == "Completed", results["Train"].get("msg")
+    assert results["Deploy"]["status"] == "InService", results["Deploy"].get("msg")
+    assert faulty_aws.counters["lost_response"] == 4 and faulty_aws.counters["throttle"] > 0
+    emulator = faulty_aws.emulator
+    assert [j for j in job_names(emulator) if j.startswith(job)] == [job]
+    parts = endpoint_parts(emulator, endpoint)
+    assert parts == {"endpoints": [endpoint], "configs": [results["Deploy"]["endpoint_config_name"]],
+                     "models": [results["Deploy"]["model_name"]]}

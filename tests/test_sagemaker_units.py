@@ -123,6 +123,18 @@ def test_the_same_spec_has_no_differences_and_a_changed_one_names_the_field(tmp_
     assert "job-001" in str(err) and "new name" in str(err) and err.code == "ResourceInUse"
 
 
+def test_a_create_whose_answer_was_lost_adopts_the_resource_only_when_it_matches() -> None:
+    def lost() -> None:
+        raise sm.SageMakerError("Training job names must be unique", code="ResourceInUse")
+
+    assert sm.create_once(lost, lambda: {"TrainingJobStatus": "InProgress"}, lambda found: True) is True
+    assert sm.create_once(lambda: None, lambda: None) is False
+    with pytest.raises(sm.SageMakerError, match="must be unique"):
+        sm.create_once(lost, lambda: {"TrainingJobStatus": "InProgress"}, lambda found: False)
+    with pytest.raises(sm.SageMakerError, match="must be unique"):
+        sm.create_once(lost, lambda: None)
+
+
 # ------------------------------------------------------------------------------------------ bad inputs
 
 BAD_TRAINING = [

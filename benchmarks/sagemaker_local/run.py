@@ -1,0 +1,145 @@
+"""Local-mode overhead: sagemaker_training_job with instance_type local, against train.py run directly.
+
+Both sides run the same trainer (training/train.py) with the same hyperparameters on the same generated
+CIFAR-10 set, with the same OMP_NUM_THREADS, in interleaved repetitions (direct, local, local, direct, ...)
+so that drift in the shared machine's load hits both alike.
+
+- direct: `cd training && python train.py --data-dir D --output-dir O <hyperparameters>`, timed as a process.
+- local:  `ansible-playbook local_job.yml`: one sagemaker_training_job task (pack and store the code, stage the
+  /opt/ml layout, run the job under the container contract, pack and store model.tar.gz, wait), timed as the
+  whole ansible-playbook process. The job's record splits that time into its phases.
+
+    .venv/bin/python benchmarks/sagemaker_local/run.py                 # 3 pairs -> RESULTS.md
+    .venv/bin/python benchmarks/sagemaker_local/run.py --pairs 1 --size 512 --epochs 1   # a quick look
+"""
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import json
+import os
+import platform
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+ROOT = HERE.parents[1]
+BIN = Path(sys.executable).parent
+TRAIN_PYTHON = ROOT / ".venv-train" / "bin" / "python"
+
+
+def hyperparameters(args: argparse.Namespace) -> dict[str, object]:
+    return {"dataset": "synthetic", "synthetic-size": args.size, "model": "resnet20_v1", "epochs": args.epochs,
+            "batch-size": args.batch_size, "lr": 0.05, "log-interval": 0}
+
+
+def cli(hps: dict[str, object]) -> list[str]:
+    return [item for key in sorted(hps) for item in (f"--{key}", str(hps[key]))]
+
+
+def run_direct(work: Path, data: Path, hps: dict[str, object], env: dict[str, str]) -> dict[str, float]:
+    out = work / f"direct-{uuid.uuid4().hex[:8]}"
+    argv = [str(TRAIN_PYTHON), "train.py", *cli(hps), "--data-dir", str(data), "--output-dir", str(out)]
+    start = time.perf_counter()
+    subprocess.run(argv, cwd=ROOT / "training", env=env, check=True, capture_output=True)
+    return {"wall": time.perf_counter() - start}
+
+
+def _phase_seconds(record: dict) -> dict[str, float]:
+    stamps = {t["status"]: dt.datetime.fromisoformat(t["start_time"]).timestamp()
+              for t in record["secondary_status_transitions"]}
+    created = dt.datetime.fromisoformat(record["creation_time"]).timestamp()
+    return {"prepare": stamps["Training"] - created, "train": stamps["Uploading"] - stamps["Training"],
+            "upload": stamps["Completed"] - stamps["Uploading"]}
+
+
+def run_local(work: Path, data: Path, hps: dict[str, object], env: dict[str, str]) -> dict[str, float]:
+    job = f"bench-{uuid.uuid4().hex[:8]}"
+    result_file = work / f"{job}.json"
+    extra = {"bench_job": job, "bench_source": str(ROOT / "training"), "bench_python": str(TRAIN_PYTHON),
+             "bench_local_dir": str(work / "local"), "bench_hyperparameters": hps, "bench_data": str(data),
+             "bench_output": str(work / "output"), "bench_result_file": str(result_file)}
+    argv = [str(BIN / "ansible-playbook"), str(HERE / "local_job.yml"), "-e", json.dumps(extra)]
+    start = time.perf_counter()
+    subprocess.run(argv, cwd=ROOT, env={**env, "PATH": f"{BIN}{os.pathsep}{env['PATH']}"}, check=True,
+                   capture_output=True)
+    wall = time.perf_counter() - start
+    record = json.loads(result_file.read_text())["training_job"]
+    return {"wall": wall, **_phase_seconds(record)}
+
+
+def report(args: argparse.Namespace, runs: list[tuple[str, dict[str, float]]]) -> str:
+    direct = [r["wall"] for side, r in runs if side == "direct"]
+    local = [r for side, r in runs if side == "local"]
+    local_wall = [r["wall"] for r in local]
+    med = statistics.median
+    ratio = med(local_wall) / med(direct)
+    train_ratio = med(r["train"] for r in local) / med(direct)
+    rows = "\n".join(f"| {i // 2 + 1} | {side} | {r['wall']:.1f} | "
+                     + (f"{r['prepare']:.2f} | {r['train']:.1f} | {r['upload']:.2f} |" if side == "local" else
+                        "- | - | - |") for i, (side, r) in enumerate(runs))
+    cpu = platform.processor() or platform.machine()
+    return f"""# SageMaker local mode: overhead against train.py run directly
+
+Measured {dt.date.today().isoformat()} by `benchmarks/sagemaker_local/run.py --pairs {args.pairs} --size {args.size}
+--epochs {args.epochs} --batch-size {args.batch_size}` on this machine ({os.cpu_count()} vCPUs, {cpu}, shared with
+other work; OMP_NUM_THREADS={args.threads}), Python {platform.python_version()}, mxnet 1.9.1 CPU.
+Same trainer, hyperparameters, generated data and thread count on both sides, interleaved repetitions.
+
+| | direct train.py | local mode (whole ansible-playbook run) |
+|---|---|---|
+| median wall time (s) | {med(direct):.1f} | {med(local_wall):.1f} |
+| **ratio local / direct** | 1.00 | **{ratio:.3f}** ({(ratio - 1) * 100:+.1f} %) |
+| trainer alone inside local mode / direct | 1.00 | {train_ratio:.3f} |
+| local-mode fixed cost (median wall - trainer), s | | {med(r['wall'] - r['train'] for r in local):.1f} |
+
+Per run (seconds; local phases from the job's secondary status transitions: prepare = record created to
+Training, train = the trainer process, upload = packing and storing model.tar.gz):
+
+| pair | side | wall | prepare | train | upload |
+|---|---|---|---|---|---|
+{rows}
+
+The fixed cost is mostly ansible-playbook and module start-up plus the trainer's own start in a fresh process
+(both sides pay the latter); it does not grow with the run, so longer runs have a smaller ratio.
+"""
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--pairs", type=int, default=3, help="interleaved direct/local pairs")
+    parser.add_argument("--size", type=int, default=4096, help="generated training images")
+    parser.add_argument("--epochs", type=int, default=2, help="epochs per run")
+    parser.add_argument("--batch-size", type=int, default=64, help="images per step")
+    parser.add_argument("--threads", type=int, default=2, help="OMP_NUM_THREADS on both sides")
+    parser.add_argument("--output", type=Path, default=HERE / "RESULTS.md", help="where the report goes")
+    args = parser.parse_args()
+    env = {**os.environ, "OMP_NUM_THREADS": str(args.threads), "ANSIBLE_STDOUT_CALLBACK": "default"}
+    hps = hyperparameters(args)
+    with tempfile.TemporaryDirectory(prefix="dlfleet-bench-sm-") as tmp:
+        work = Path(tmp)
+        data = work / "data"
+        subprocess.run([str(TRAIN_PYTHON), "-m", "training.data", "synthetic", "--out", str(data), "--size",
+                        str(args.size)], cwd=ROOT, check=True, capture_output=True)
+        run_local(work, data, {**hps, "epochs": 1, "synthetic-size": args.size}, env)  # warm caches, not counted
+        runs: list[tuple[str, dict[str, float]]] = []
+        for pair in range(args.pairs):
+            order = ("direct", "local") if pair % 2 == 0 else ("local", "direct")
+            for side in order:
+                result = (run_direct if side == "direct" else run_local)(work, data, hps, env)
+                runs.append((side, result))
+                print(f"pair {pair + 1} {side}: {result['wall']:.1f} s", flush=True)
+    text = report(args, runs)
+    print(text)
+    if args.output:
+        args.output.write_text(text)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
