@@ -88,7 +88,9 @@ removed:
     expired: {description: Whether it outlived its ttl, type: bool}
     state: {description: Its state when found, type: str}
 remaining:
-  description: dlfleet-tagged resources (of O(fleet) when given) still there afterwards.
+  description:
+    - dlfleet-tagged resources (of O(fleet) when given) still there afterwards.
+    - Finished training jobs are not listed; SageMaker keeps them and has no call to delete them.
   returned: always
   type: list
   elements: dict
@@ -101,6 +103,7 @@ from ansible.module_utils.dlfleet_cleanup import (
     as_dicts,
     find_ec2,
     find_sagemaker,
+    lingering,
     parse_now,
     remove,
     select,
@@ -142,9 +145,9 @@ def main():
         chosen = select(found, params["expired_only"])
         if chosen and not module.check_mode:
             remove(ec2, sm, chosen, params["wait"], params["wait_timeout"])
-            remaining = find_all(ec2, sm, params, now)
+            remaining = lingering(find_all(ec2, sm, params, now))
         else:
-            remaining = [r for r in found if r not in chosen]
+            remaining = lingering([r for r in found if r not in chosen])
     except Exception as err:  # botocore errors and waiter timeouts alike
         module.fail_json_aws(err, msg="Could not reap dlfleet resources")
     module.exit_json(changed=bool(chosen), removed=as_dicts(chosen), remaining=as_dicts(remaining))

@@ -139,6 +139,13 @@ def select(resources: list[Resource], expired_only: bool) -> list[Resource]:
     return chosen
 
 
+def lingering(resources: list[Resource]) -> list[Resource]:
+    """Of `resources`, those still to be removed: a finished training job (Completed, Failed, Stopped) is a
+    record SageMaker keeps, with no delete and no cost, so it never counts as left behind."""
+    return [r for r in resources
+            if not (r.type == "sagemaker_training_jobs" and r.state in ("Completed", "Failed", "Stopped"))]
+
+
 def _ignore_missing(call, **kwargs) -> None:
     try:
         aws_retry(call)(**kwargs)
