@@ -1,0 +1,55 @@
+"""inventory/aws: the amazon.aws.aws_ec2 plugin finds the fleet by its dlfleet tags (against the emulator)."""
+from __future__ import annotations
+
+import json
+import subprocess
+
+from helpers import ROOT, ansible_env
+
+FLEET = "inv-aws"
+
+
+def _plain(value):
+    """ansible-inventory marks values that came from AWS as unsafe: {"__ansible_unsafe": "..."}."""
+    if isinstance(value, dict):
+        if set(value) == {"__ansible_unsafe"}:
+            return value["__ansible_unsafe"]
+        return {k: _plain(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_plain(v) for v in value]
+    return value
+
+
+def _launch(emulator, count: int) -> list[str]:
+    ec2 = emulator.client("ec2")
+    image = ec2.describe_images(Owners=["amazon"])["Images"][0]["ImageId"]
+    tags = [{"Key": "dlfleet:fleet", "Value": FLEET}, {"Key": "dlfleet:owner", "Value": "test"},
+            {"Key": "dlfleet:ttl", "Value": "1h"}]
+    out = ec2.run_instances(ImageId=image, InstanceType="g5.xlarge", MinCount=count, MaxCount=count,
+                            TagSpecifications=[{"ResourceType": "instance", "Tags": tags}])
+    # An untagged instance that the inventory must not list.
+    ec2.run_instances(ImageId=image, InstanceType="g5.xlarge", MinCount=1, MaxCount=1)
+    return [i["InstanceId"] for i in out["Instances"]]
+
+
+def test_aws_inventory_lists_the_tagged_fleet_with_its_groups_and_vars(emulator):
+    emulator.reset()
+    ids = _launch(emulator, 2)
+    proc = subprocess.run([str(ROOT / ".venv/bin/ansible-inventory"), "-i", "inventory/aws", "--list"],
+                          cwd=ROOT, env=ansible_env(emulator.env), capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr
+    inv = json.loads(proc.stdout)
+    fleet_hosts = inv["gpu_fleet"]["hosts"]
+    assert len(fleet_hosts) == 2
+    assert sorted(inv[f"fleet_{FLEET.replace('-', '_')}"]["hosts"]) == sorted(fleet_hosts)
+    assert sorted(inv["type_g5_xlarge"]["hosts"]) == sorted(fleet_hosts)
+    hostvars = _plain(inv["_meta"]["hostvars"])
+    assert sorted(hostvars[h]["instance_id"] for h in fleet_hosts) == sorted(ids)
+    one = hostvars[fleet_hosts[0]]
+    assert one["ansible_user"] == "ubuntu"
+    assert one["dlfleet_instance_type"] == "g5.xlarge"
+    # The AWS overrides win over the offline values they sit beside.
+    assert one["provision_ssh_cidr"] == ""
+    assert one["provision_stand_in_host"] == ""
+    assert one["sagemaker_instance_type"] == "ml.p3.2xlarge"
+    emulator.reset()
