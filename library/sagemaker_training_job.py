@@ -225,6 +225,10 @@ options:
 notes:
   - Progress (status and secondary status changes) is returned in RV(status_changes) and
     RV(secondary_status_transitions), and written to the controller's log.
+  - In local mode, VPC settings, network isolation and spot are recorded but not enforced (a local process has
+    this machine's network and is never interrupted); file:// channels are hard-linked into the work dir, as
+    the SageMaker SDK's local mode mounts them, so a script must not write into its input.
+  - A C(requirements.txt) is not pip-installed in local mode; O(local_python) must already have what it lists.
 extends_documentation_fragment:
   - amazon.aws.common.modules
   - amazon.aws.region.modules

@@ -244,8 +244,6 @@ def check_training_params(p: dict[str, Any], hp_key: str = "hyperparameters") ->
             raise SageMakerError(
                 f"metric_definitions[{metric['name']}].regex {metric['regex']!r} has no group: put the value in "
                 f"parentheses, for example 'validation-accuracy=([0-9.]+)'")
-    if local and (p["subnets"] or p["enable_network_isolation"]):
-        pass  # accepted and recorded; a local process has this machine's network either way
     if bool(p["subnets"]) != bool(p["security_group_ids"]):
         raise SageMakerError("subnets and security_group_ids go together: give both for a VPC job, or neither")
 
@@ -317,12 +315,7 @@ def image_uri(p: dict[str, Any], region: str, scope: str, instance_type: str, ca
         return p["image_uri"]
     lookup_type = "ml.m5.xlarge" if instance_type == "local" else (
         "ml.p3.2xlarge" if instance_type == "local_gpu" else instance_type)
-    try:
-        from importlib.metadata import PackageNotFoundError, version
-        sdk = version("sagemaker-core")
-    except (ImportError, PackageNotFoundError):
-        sdk = "unknown"
-    key = "|".join([sdk, p["framework"], p["framework_version"], p["py_version"], scope, region, lookup_type])
+    key = image_cache_key(p, region, scope, lookup_type)
     cache = _read_cache(cache_path)
     if key in cache:
         return cache[key]
@@ -351,6 +344,15 @@ def image_uri(p: dict[str, Any], region: str, scope: str, instance_type: str, ca
         except OSError:
             pass  # a cache that cannot be written only costs time
     return uri
+
+
+def image_cache_key(p: dict[str, Any], region: str, scope: str, lookup_type: str) -> str:
+    try:
+        from importlib.metadata import PackageNotFoundError, version
+        sdk = version("sagemaker-core")
+    except (ImportError, PackageNotFoundError):
+        sdk = "unknown"
+    return "|".join([sdk, p["framework"], p["framework_version"], p["py_version"], scope, region, lookup_type])
 
 
 def _read_cache(path: str | None) -> dict[str, str]:

@@ -38,11 +38,10 @@ class LocalBackend:
         self.module = module
         params = module.params
         self.root = os.path.abspath(os.path.expanduser(params["local_dir"]))
-        self.python = params.get("local_python") or "python3"
+        python = params.get("local_python") or "python3"
+        self.python = os.path.abspath(os.path.expanduser(python)) if os.sep in python else python
         self.region = module.region or "us-east-1"
         self.storage = Storage(s3_client_factory(module), params.get("kms_key_id"))
-        for sub in ("training-jobs", "tuning-jobs", "models", "endpoint-configs", "endpoints", "runtime"):
-            os.makedirs(os.path.join(self.root, sub), exist_ok=True)
 
     # ---------------------------------------------------------------------------------------------
     # plumbing
@@ -63,6 +62,7 @@ class LocalBackend:
         digest = hashlib.sha256(source.encode()).hexdigest()[:12]
         path = os.path.join(self.root, "runtime", f"container-{digest}.py")
         if not os.path.exists(path):
+            os.makedirs(os.path.dirname(path), exist_ok=True)
             tmp = f"{path}.tmp-{os.getpid()}"
             with open(tmp, "w") as fh:
                 fh.write(source)
@@ -241,6 +241,7 @@ class LocalBackend:
         return container.read_json(os.path.join(self.root, kind, f"{name}.json"))
 
     def _simple_save(self, kind: str, name: str, record: dict[str, Any]) -> None:
+        os.makedirs(os.path.join(self.root, kind), exist_ok=True)
         container.write_json(os.path.join(self.root, kind, f"{name}.json"), record)
 
     def _simple_delete(self, kind: str, name: str) -> None:
@@ -249,7 +250,10 @@ class LocalBackend:
                 os.unlink(path)
 
     def _simple_list(self, kind: str, name_contains: str) -> list[str]:
-        return sorted(f[:-5] for f in os.listdir(os.path.join(self.root, kind))
+        folder = os.path.join(self.root, kind)
+        if not os.path.isdir(folder):
+            return []
+        return sorted(f[:-5] for f in os.listdir(folder)
                       if f.endswith(".json") and not f.endswith(".tags.json") and name_contains in f[:-5])
 
     def describe_model(self, name: str) -> dict[str, Any] | None:

@@ -207,10 +207,10 @@ def test_real_training_then_endpoint_answers_like_the_handlers(emulator, aws_env
     assert len(old_servers) == 1 and _alive(old_servers[0])
     old_info = json.loads(old_servers[0].read_text())
     results = play([
-        {"name": "Train-free update", "sagemaker_endpoint": {**deploy, "model_data": trained["model_artifact"],
+        {"name": "Update", "sagemaker_endpoint": {**deploy, "model_data": trained["model_artifact"],
                                                              "env": {"MODEL_VERSION": "2"}}},
     ], aws_env)
-    updated = results["Train-free update"]
+    updated = results["Update"]
     assert updated["changed"] is True and updated["updated"] is True, updated.get("msg")
     assert updated["endpoint_url"] == url
     assert updated["deleted"] == {"endpoint_configs": [deployed["endpoint_config_name"]],
@@ -371,3 +371,22 @@ def test_local_bad_inputs_create_nothing(aws_env, local_dir, tmp_path) -> None:
         assert not (local_dir / "training-jobs" / name).exists()
     assert not (local_dir / "endpoints" / "sml-bad-ep").exists()
     assert not out.exists()
+
+
+def test_an_endpoint_whose_model_does_not_load_fails_with_the_server_log(aws_env, local_dir, tmp_path) -> None:
+    archive = tmp_path / "model.tar.gz"
+    with tarfile.open(archive, "w:gz"):
+        pass
+    name = f"sml-broken-{uuid.uuid4().hex[:6]}"
+    args = base(local_dir, name=name, model_data=f"file://{archive}", entry_point="broken_inference.py",
+                source_dir=str(FIXTURES))
+    results = play([
+        {"name": "Deploy", "sagemaker_endpoint": args},
+        {"name": "Deploy again", "sagemaker_endpoint": args},
+        {"name": "Remove", "sagemaker_endpoint": base(local_dir, name=name, state="absent")},
+    ], aws_env)
+    assert "did not reach InService" in results["Deploy"]["msg"]
+    assert "the archive is empty" in results["Deploy"]["msg"]  # the server's own error, from its log
+    assert "state: absent" in results["Deploy again"]["msg"]
+    assert results["Remove"]["changed"] is True
+    assert not (local_dir / "endpoints" / name).exists()
