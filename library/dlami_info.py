@@ -134,7 +134,7 @@ matched: {description: How many images matched (O(name_pattern)); 1 otherwise., 
 
 import contextlib
 
-from ansible.module_utils.dlfleet_aws import aws_retry
+from ansible.module_utils.dlfleet_aws import aws_retry, fail_on_unknown_region
 from ansible.module_utils.dlfleet_dlami import ARCHITECTURES, DlamiError, lookup
 from ansible_collections.amazon.aws.plugins.module_utils.modules import AnsibleAWSModule
 
@@ -157,6 +157,7 @@ def main() -> None:
         supports_check_mode=True,
         mutually_exclusive=[("ssm_parameter", "name_pattern", "image_id")],
     )
+    fail_on_unknown_region(module)
     ec2 = module.client("ec2", retry_decorator=aws_retry)
     ssm = module.client("ssm", retry_decorator=aws_retry)
     try:

@@ -296,7 +296,7 @@ predicted_launches:
 
 import contextlib
 
-from ansible.module_utils.dlfleet_aws import aws_retry
+from ansible.module_utils.dlfleet_aws import aws_retry, fail_on_unknown_region
 from ansible.module_utils.dlfleet_fleet import (
     VOLUME_TYPES,
     FleetError,
@@ -367,6 +367,7 @@ def main() -> None:
         ],
     )
     spec = build_spec(module.params)
+    fail_on_unknown_region(module)
     ec2 = module.client("ec2", retry_decorator=aws_retry)
     try:
         if spec.state == "absent":

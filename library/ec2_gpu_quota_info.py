@@ -126,7 +126,7 @@ quotas:
 
 import contextlib
 
-from ansible.module_utils.dlfleet_aws import aws_retry
+from ansible.module_utils.dlfleet_aws import aws_retry, fail_on_unknown_region
 from ansible.module_utils.dlfleet_quota import MARKETS, QuotaError, check
 from ansible_collections.amazon.aws.plugins.module_utils.modules import AnsibleAWSModule
 
@@ -146,6 +146,7 @@ ARGUMENT_SPEC = dict(
 
 def main() -> None:
     module = AnsibleAWSModule(argument_spec=ARGUMENT_SPEC, supports_check_mode=True)
+    fail_on_unknown_region(module)
     ec2 = module.client("ec2", retry_decorator=aws_retry)
     sq = module.client("service-quotas", retry_decorator=aws_retry)
     region = module.region or "us-east-1"

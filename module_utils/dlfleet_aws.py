@@ -2,6 +2,7 @@
 # Thin wrappers, one per AWS call; "not found" is decided here once, not in each module.
 from __future__ import annotations
 
+import difflib
 import re
 from typing import Any
 
@@ -46,6 +47,32 @@ def error_code(err: BaseException) -> str:
 def client(module, service: str):
     """A boto3 client for `service` whose calls retry when called with aws_retry=True."""
     return module.client(service, retry_decorator=aws_retry)
+
+
+def unknown_region(region: str | None, service: str = "ec2") -> str | None:
+    """A message naming the fix when `region` is no region botocore knows for `service` (in any partition); else
+    None. Checked before the first call: a misspelt region otherwise shows only as a connection error (AWS has
+    no such endpoint) or an unparsable answer from an endpoint_url."""
+    if not region:
+        return None
+    import botocore
+    import botocore.session
+
+    session = botocore.session.get_session()
+    known = sorted({r for partition in session.get_available_partitions()
+                    for r in session.get_available_regions(service, partition)})
+    if not known or region in known:
+        return None
+    close = difflib.get_close_matches(region, known, n=3)
+    return (f"region {region!r} is not an AWS region that offers {service} (botocore {botocore.__version__}); "
+            f"{'did you mean ' + ', '.join(close) + '? ' if close else ''}give one such as us-east-1, or upgrade "
+            f"botocore if the region is newer than it")
+
+
+def fail_on_unknown_region(module, service: str = "ec2") -> None:
+    message = unknown_region(module.region, service)
+    if message:
+        module.fail_json(msg=message)
 
 
 def ttl_seconds(ttl: str) -> int:
