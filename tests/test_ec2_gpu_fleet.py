@@ -305,6 +305,18 @@ def test_arm64_image_on_x86_type_is_refused(ec2, launch_ec2, log):
     assert "RunInstances" not in log.actions()
 
 
+def test_provisioned_iops_root_and_gp3_throughput_reach_the_volumes(ec2, launch_ec2, dlami, fleets):
+    """The seed's advice for p3.8xlarge: a Provisioned IOPS root volume; plus a gp3 data volume with its own
+    throughput."""
+    spec = fleets(_spec(dlami, count=1, instance_types=["p3.8xlarge"],
+                        root_volume={"size": 100, "type": "io2", "iops": 6000},
+                        data_volumes=[{"size": 200, "type": "gp3", "iops": 4000, "throughput": 500}]))
+    fl.ensure_present(ec2, launch_ec2, spec, check_mode=False)
+    got = sorted((v["Attachments"][0]["Device"], v["VolumeType"], v["Size"], v.get("Iops"), v.get("Throughput"))
+                 for v in _volumes(ec2, spec.name).values())
+    assert got == [("/dev/sda1", "io2", 100, 6000, None), ("/dev/sdf", "gp3", 200, 4000, 500)]
+
+
 def test_root_size_defaults_to_the_snapshot(ec2, launch_ec2, dlami, fleets):
     spec = fleets(_spec(dlami, count=1, root_volume={"type": "gp3"}))
     fl.ensure_present(ec2, launch_ec2, spec, check_mode=False)

@@ -1,0 +1,230 @@
+"""playbooks/provision.yml and playbooks/teardown.yml through real ansible-playbook runs on the emulator.
+
+Each test has a fleet of its own (and its own run/artifacts directories), so tests never see each other's
+resources; what exists afterwards is read back from the emulator over boto3.
+"""
+from __future__ import annotations
+
+import contextlib
+import json
+import stat
+import subprocess
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from helpers import ROOT, PlaybookResult, run_playbook, run_task
+
+PROVISION = "playbooks/provision.yml"
+TEARDOWN = "playbooks/teardown.yml"
+LIVE = ["pending", "running", "stopping", "stopped"]
+G_ON_DEMAND = "L-DB2E81BA"   # vCPU quota of On-Demand G instances
+
+
+@contextlib.contextmanager
+def g_quota(emulator, vcpus: float) -> Iterator[None]:
+    """Set the emulated account's On-Demand G vCPU quota for a while, then put the seeded value back."""
+    quotas = emulator.client("service-quotas")
+    before = quotas.get_service_quota(ServiceCode="ec2", QuotaCode=G_ON_DEMAND)["Quota"]["Value"]
+
+    def set_quota(value: float) -> None:
+        subprocess.run([str(ROOT / "scripts/aws-emulator"), "set-quota", G_ON_DEMAND, f"{value:g}",
+                        "--state-dir", str(emulator.state_dir)], check=True, capture_output=True, text=True)
+
+    set_quota(vcpus)
+    try:
+        yield
+    finally:
+        set_quota(before)
+
+
+@pytest.fixture(autouse=True)
+def room_for_fleets(emulator) -> Iterator[None]:
+    """The session emulator is shared by every test file: give these fleets G quota of their own."""
+    with g_quota(emulator, 4096):
+        yield
+
+
+class Fleet:
+    """One test's fleet: its variables, its playbook runs and what the emulator holds for it."""
+
+    def __init__(self, emulator, aws_env: dict[str, str], tmp_path: Path, **overrides: Any) -> None:
+        self.name = f"prov-{uuid.uuid4().hex[:8]}"
+        self.emulator, self.env, self.tmp = emulator, aws_env, tmp_path
+        self.vars: dict[str, Any] = {
+            "dlfleet_fleet_name": self.name,
+            "dlfleet_owner": "tests",
+            "dlfleet_ttl": "1h",
+            "dlfleet_run_dir": str(tmp_path / "run"),
+            "dlfleet_artifacts_dir": str(tmp_path / "artifacts" / self.name),
+            "provision_wait_timeout": 120,
+            **overrides,
+        }
+        self.ec2 = emulator.client("ec2")
+
+    @property
+    def key_file(self) -> Path:
+        return self.tmp / "run" / "keys" / f"{self.name}.pem"
+
+    @property
+    def fleet_json(self) -> Path:
+        return self.tmp / "artifacts" / self.name / "fleet.json"
+
+    def provision(self, check: bool = False, env: dict[str, str] | None = None, **extra: Any) -> PlaybookResult:
+        return run_playbook(PROVISION, extra_vars={**self.vars, **extra}, env=env or self.env, check=check,
+                            diff=check)
+
+    def teardown(self) -> PlaybookResult:
+        return run_playbook(TEARDOWN, extra_vars=self.vars, env=self.env)
+
+    def _flt(self) -> list[dict[str, Any]]:
+        return [{"Name": "tag:dlfleet:fleet", "Values": [self.name]}]
+
+    def instances(self) -> list[dict[str, Any]]:
+        res = self.ec2.describe_instances(Filters=[*self._flt(), {"Name": "instance-state-name", "Values": LIVE}])
+        return [i for r in res["Reservations"] for i in r["Instances"]]
+
+    def groups(self) -> list[dict[str, Any]]:
+        return self.ec2.describe_security_groups(Filters=self._flt())["SecurityGroups"]
+
+    def key_pairs(self) -> list[dict[str, Any]]:
+        return self.ec2.describe_key_pairs(Filters=self._flt())["KeyPairs"]
+
+    def volumes(self) -> list[dict[str, Any]]:
+        return self.ec2.describe_volumes(Filters=self._flt())["Volumes"]
+
+    def nothing_left(self) -> bool:
+        return not (self.instances() or self.groups() or self.key_pairs() or self.volumes())
+
+
+@pytest.fixture
+def made(emulator) -> Iterator[list[Fleet]]:
+    """Fleets a test made; whatever they left (a failed test, a test that skips teardown) is removed after it."""
+    fleets: list[Fleet] = []
+    yield fleets
+    for fleet in fleets:
+        ids = [i["InstanceId"] for i in fleet.instances()]
+        if ids:
+            fleet.ec2.terminate_instances(InstanceIds=ids)
+        for group in fleet.groups():
+            fleet.ec2.delete_security_group(GroupId=group["GroupId"])
+        for key in fleet.key_pairs():
+            fleet.ec2.delete_key_pair(KeyName=key["KeyName"])
+
+
+def _ok(run: PlaybookResult) -> PlaybookResult:
+    assert run.rc == 0, f"rc={run.rc}\n{run.stdout[-4000:]}\n{run.stderr[-2000:]}"
+    return run
+
+
+def _failure_messages(run: PlaybookResult) -> str:
+    return "\n".join(str(res.get("msg", "")) for _, _, res in run.all_results() if res.get("failed"))
+
+
+def test_check_apply_reapply_scale_and_teardown(emulator, aws_env, tmp_path, made):
+    fleet = Fleet(emulator, aws_env, tmp_path)
+    made.append(fleet)
+
+    # Check mode: predicts the launch, creates nothing.
+    run = _ok(fleet.provision(check=True))
+    plan = run.results("Launch the fleet")
+    assert plan["changed"] and plan["predicted_launches"] == 2
+    assert fleet.nothing_left() and not fleet.key_file.exists()
+
+    # Apply: the default fleet, 2 x g5.xlarge, reachable only from 127.0.0.1/32.
+    run = _ok(fleet.provision())
+    instances = fleet.instances()
+    assert len(instances) == 2 and {i["InstanceType"] for i in instances} == {"g5.xlarge"}
+    assert all(i["MetadataOptions"]["HttpTokens"] == "required" for i in instances)
+    assert all(i["KeyName"] == f"dlfleet-{fleet.name}" for i in instances)
+    volumes = fleet.volumes()
+    assert len(volumes) == 2 and all(v["Encrypted"] and v["VolumeType"] == "gp3" for v in volumes)
+    assert all(v["Size"] >= 40 for v in volumes)   # at least 40 GiB, and never below the DLAMI's snapshot
+
+    [group] = fleet.groups()
+    ingress = [(p["FromPort"], p["ToPort"], [r["CidrIp"] for r in p["IpRanges"]]) for p in group["IpPermissions"]]
+    assert ingress == [(22, 22, ["127.0.0.1/32"])]
+    assert {i["SecurityGroups"][0]["GroupId"] for i in instances} == {group["GroupId"]}
+
+    assert len(fleet.key_pairs()) == 1
+    assert stat.S_IMODE(fleet.key_file.stat().st_mode) == 0o600
+    secret = fleet.key_file.read_text().strip().splitlines()[1]
+    assert secret not in run.stdout and secret not in run.stderr
+
+    doc = json.loads(fleet.fleet_json.read_text())
+    assert doc["fleet"] == fleet.name and doc["count"] == 2 and doc["hosts"] == ["localhost"]
+    assert {i["instance_id"] for i in doc["instances"]} == {i["InstanceId"] for i in instances}
+    assert all(i["gpu_model"] == "A10G" and i["gpu_count"] == 1 for i in doc["instances"])
+    assert doc["cost_estimate"]["instances"] == {"g5.xlarge": 2}
+    assert doc["cost_estimate"]["hourly_usd"] == pytest.approx(2 * 1.006)
+    assert doc["cost_estimate"]["total_usd"] == pytest.approx(2 * 1.006 * 1, abs=0.01)   # ttl 1h
+
+    added = run.results("Add the stand-in host to group gpu_fleet")["add_host"]
+    assert added["host_name"] == "localhost" and added["groups"] == ["gpu_fleet"]
+    assert len(added["host_vars"]["dlfleet_fleet_instances"]) == 2
+
+    # Re-apply: nothing to do.
+    run = _ok(fleet.provision())
+    assert run.changed == 0, [(t, r.get("changed")) for t, _, r in run.all_results() if r.get("changed")]
+
+    # Scale up, then down, through the module alone (the playbook passes count through): the newest go first.
+    first = {i["InstanceId"] for i in instances}
+    args = {"name": fleet.name, "instance_types": ["g5.xlarge"], "image_id": instances[0]["ImageId"],
+            "owner": "tests", "ttl": "1h"}
+    up, result = run_task("ec2_gpu_fleet", {**args, "count": 3}, env=fleet.env)
+    assert up.rc == 0 and len(result["launched"]) == 1 and len(fleet.instances()) == 3
+    down, result = run_task("ec2_gpu_fleet", {**args, "count": 2}, env=fleet.env)
+    assert down.rc == 0 and result["changed"] and len(result["terminated"]) == 1
+    assert {i["InstanceId"] for i in fleet.instances()} == first
+
+    # Teardown: nothing tagged with the fleet is left, nor the saved key; a second teardown changes nothing.
+    run = _ok(fleet.teardown())
+    assert fleet.nothing_left() and not fleet.key_file.exists()
+    run = _ok(fleet.teardown())
+    assert run.changed == 0
+
+
+@pytest.mark.parametrize(("extra", "fragment"), [
+    ({"provision_ssh_cidr": "0.0.0.0/0"}, "provision_ssh_allow_anywhere=true"),
+    ({"provision_ssh_cidr": ""}, "give the IPv4 CIDR SSH may come from"),
+    ({"provision_ssh_cidr": "10.0.0.300/33"}, "is not allowed"),
+    ({"provision_instance_types": ["t3.micro"]}, "have no GPU"),
+    ({"provision_root_volume": {"size": 40, "type": "gp2", "iops": 3000}}, "only valid for io1, io2 or gp3"),
+    ({"provision_instance_count": -1}, "count -1 is negative"),
+])
+def test_bad_input_fails_clearly_and_creates_nothing(emulator, aws_env, tmp_path, made, extra, fragment):
+    fleet = Fleet(emulator, aws_env, tmp_path)
+    made.append(fleet)
+    run = fleet.provision(**extra)
+    assert run.rc != 0
+    assert fragment in _failure_messages(run), _failure_messages(run) or run.stdout[-3000:]
+    assert fleet.nothing_left() and not fleet.key_file.exists()
+
+
+def test_quota_shortfall_stops_before_anything_is_created(emulator, aws_env, tmp_path, made):
+    fleet = Fleet(emulator, aws_env, tmp_path)
+    made.append(fleet)
+    with g_quota(emulator, 4):                 # room for one g5.xlarge (4 vCPUs); the fleet asks for two
+        run = fleet.provision()
+    assert run.rc != 0
+    assert G_ON_DEMAND in _failure_messages(run)
+    assert fleet.nothing_left() and not fleet.key_file.exists()
+
+
+def test_no_capacity_falls_back_across_zones_then_types(emulator, faulty_aws, tmp_path, made):
+    """Through the fault proxy: no g5.xlarge capacity in either zone, so the fleet tries g5.xlarge in
+    us-east-1a, then us-east-1b, then lands on the next type, g4dn.xlarge, in us-east-1a."""
+    faulty_aws.configure(capacity=[("g5.xlarge", "us-east-1a"), ("g5.xlarge", "us-east-1b")])
+    fleet = Fleet(emulator, faulty_aws.env, tmp_path, provision_availability_zones=["us-east-1a", "us-east-1b"])
+    made.append(fleet)
+    run = _ok(fleet.provision())
+    assert {(i["InstanceType"], i["Placement"]["AvailabilityZone"]) for i in fleet.instances()} == {
+        ("g4dn.xlarge", "us-east-1a")}
+    assert len(fleet.instances()) == 2 and faulty_aws.counters["capacity"] == 2
+    tried = [(a["instance_type"], a["availability_zone"]) for a in run.results("Launch the fleet")["attempts"]]
+    assert tried == [("g5.xlarge", "us-east-1a"), ("g5.xlarge", "us-east-1b"), ("g4dn.xlarge", "us-east-1a")]
+    doc = json.loads(fleet.fleet_json.read_text())
+    assert doc["cost_estimate"]["instances"] == {"g4dn.xlarge": 2}
+    assert doc["cost_estimate"]["hourly_usd"] == pytest.approx(2 * 0.526)
