@@ -21,16 +21,17 @@ PROVISION = "playbooks/provision.yml"
 TEARDOWN = "playbooks/teardown.yml"
 LIVE = ["pending", "running", "stopping", "stopped"]
 G_ON_DEMAND = "L-DB2E81BA"   # vCPU quota of On-Demand G instances
+P_ON_DEMAND = "L-417A185B"   # vCPU quota of On-Demand P instances
 
 
 @contextlib.contextmanager
-def g_quota(emulator, vcpus: float) -> Iterator[None]:
-    """Set the emulated account's On-Demand G vCPU quota for a while, then put the seeded value back."""
+def quota(emulator, code: str, vcpus: float) -> Iterator[None]:
+    """Set one of the emulated account's EC2 vCPU quotas for a while, then put the seeded value back."""
     quotas = emulator.client("service-quotas")
-    before = quotas.get_service_quota(ServiceCode="ec2", QuotaCode=G_ON_DEMAND)["Quota"]["Value"]
+    before = quotas.get_service_quota(ServiceCode="ec2", QuotaCode=code)["Quota"]["Value"]
 
     def set_quota(value: float) -> None:
-        subprocess.run([str(ROOT / "scripts/aws-emulator"), "set-quota", G_ON_DEMAND, f"{value:g}",
+        subprocess.run([str(ROOT / "scripts/aws-emulator"), "set-quota", code, f"{value:g}",
                         "--state-dir", str(emulator.state_dir)], check=True, capture_output=True, text=True)
 
     set_quota(vcpus)
@@ -42,8 +43,8 @@ def g_quota(emulator, vcpus: float) -> Iterator[None]:
 
 @pytest.fixture(autouse=True)
 def room_for_fleets(emulator) -> Iterator[None]:
-    """The session emulator is shared by every test file: give these fleets G quota of their own."""
-    with g_quota(emulator, 4096):
+    """The session emulator is shared by every test file: give these fleets G and P quota of their own."""
+    with quota(emulator, G_ON_DEMAND, 4096), quota(emulator, P_ON_DEMAND, 4096):
         yield
 
 
@@ -206,11 +207,23 @@ def test_bad_input_fails_clearly_and_creates_nothing(emulator, aws_env, tmp_path
 def test_quota_shortfall_stops_before_anything_is_created(emulator, aws_env, tmp_path, made):
     fleet = Fleet(emulator, aws_env, tmp_path)
     made.append(fleet)
-    with g_quota(emulator, 4):                 # room for one g5.xlarge (4 vCPUs); the fleet asks for two
+    with quota(emulator, G_ON_DEMAND, 4):                 # room for one g5.xlarge (4 vCPUs); the fleet asks for two
         run = fleet.provision()
     assert run.rc != 0
     assert G_ON_DEMAND in _failure_messages(run)
     assert fleet.nothing_left() and not fleet.key_file.exists()
+
+
+def test_big_gpu_types_get_a_provisioned_iops_root(emulator, aws_env, tmp_path, made):
+    """The seed: with a very powerful type such as p3.8xlarge, choose Provisioned IOPS for the volume."""
+    fleet = Fleet(emulator, aws_env, tmp_path, provision_instance_types=["p3.8xlarge"], provision_instance_count=1)
+    made.append(fleet)
+    _ok(fleet.provision())
+    [root] = fleet.volumes()
+    assert (root["VolumeType"], root["Size"], root["Iops"], root["Encrypted"]) == ("io2", 100, 6000, True)
+    doc = json.loads(fleet.fleet_json.read_text())
+    assert doc["root_volume"] == {"size": 100, "type": "io2", "iops": 6000}
+    assert doc["instances"][0]["gpu_count"] == 4 and doc["instances"][0]["gpu_model"] == "V100"
 
 
 def test_no_capacity_falls_back_across_zones_then_types(emulator, faulty_aws, tmp_path, made):
