@@ -16,7 +16,8 @@
 #   billable seconds.
 # - Tuning jobs: moto reports an invented best training job ("FakeTrainingJobName", objective 1). Here no
 #   trial ran, so there is no best job and the counters are zero. A tuning job created without tags makes
-#   moto's ListTags fail (HTTP 500): its tags start as an empty list here.
+#   moto's ListTags fail (HTTP 500): its tags start as an empty list here. A tuning job stays InProgress for
+#   as long as a training job does (the same parameter), so that it can be stopped.
 from __future__ import annotations
 
 import math
@@ -148,11 +149,19 @@ def install() -> None:
         self.objective_status_counters = {k: 0 for k in self.objective_status_counters}
         self.tuning_job_completion_details = None
         self.consumed_resources = {"RuntimeInSeconds": 0}
+        self.duration = _training_seconds(self.account_id, self.region_name)
+        if self.duration > 0:
+            self.hyper_parameter_tuning_job_status = "InProgress"
+            self.hyper_parameter_tuning_end_time = None
 
     models.HyperParameterTuningJob.__init__ = init_tuning
     tuning_describe = models.HyperParameterTuningJob.describe
 
     def describe_tuning(self) -> dict[str, Any]:
+        if (self.hyper_parameter_tuning_job_status == "InProgress"
+                and (utcnow() - self.creation_time).total_seconds() >= self.duration):
+            self.hyper_parameter_tuning_job_status = "Completed"
+            self.hyper_parameter_tuning_end_time = utcnow()
         return {k: v for k, v in tuning_describe(self).items() if v is not None and v != ""}
 
     models.HyperParameterTuningJob.describe = describe_tuning
