@@ -3,10 +3,14 @@
 Same CPU, same model (ResNet-20 v1), same batch (128), same thread setting, on synthetic CIFAR-10 (real-looking
 images, mixed labels). Ratios are taken within a round and the median over rounds is reported.
 
-    benchmarks/trainer_throughput/run.sh [--rounds 3] [--batches 8] [--threads 2]
+    benchmarks/trainer_throughput/run.sh [--rounds 3] [--batches 5] [--threads 2]
 
-Each variant is a long-lived process (variants.py) that runs a burst of timed steps when told; the variants take
-turns, so a few seconds of the machine's changing load fall on each of them in every round.
+Each variant is a long-lived process (variants.py) that runs a burst of timed steps when told. Every burst of a
+baseline X sits between two bursts of (a), and a/X is taken against the mean of those two: on a machine whose load
+from other work changes by the minute, drift cancels to first order. Both wall-clock img/s and img per CPU-second
+(all threads and child processes of the variant, DataLoader workers included) are reported: under heavy load the
+wall clock also measures how much of the CPU each variant wins from the scheduler (more processes win more),
+while CPU-seconds measure the work each needs per image.
 
 (a)  our trainer's training loop (training.train.Trainer.train_epoch): batch sampling, augmentation, copy in,
      forward, backward, step, metrics.
@@ -32,6 +36,7 @@ ROOT = HERE.parents[1]
 VARIANTS = {"a_trainer": ("trainer", "imperative"), "b_recipe_hybrid": ("recipe", "hybrid"),
             "b_recipe_imperative": ("recipe", "imperative"), "c_bare_imperative": ("bare", "imperative"),
             "c_bare_hybrid": ("bare", "hybrid")}
+OTHERS = [name for name in VARIANTS if name != "a_trainer"]
 
 
 class Variant:
@@ -78,8 +83,8 @@ def cpu_model() -> str:
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--rounds", type=int, default=3, help="interleaved rounds: each variant runs once per round")
-    parser.add_argument("--batches", type=int, default=8, help="timed batches per variant and round")
+    parser.add_argument("--rounds", type=int, default=3, help="rounds: a, b1, a, b2, a, c1, a, c2, a (order rotates)")
+    parser.add_argument("--batches", type=int, default=5, help="timed batches per burst")
     parser.add_argument("--threads", type=int, default=2, help="OMP_NUM_THREADS for every variant")
     parser.add_argument("--size", type=int, default=5000, help="synthetic training images (test split: size / 5)")
     parser.add_argument("--work", type=Path, default=ROOT / ".run" / "bench" / "trainer_throughput")
@@ -96,35 +101,35 @@ def main() -> int:
     try:
         for v in variants.values():
             v.ready()
-        names = list(VARIANTS)
-        rounds: list[dict[str, float]] = []
-        totals = {name: [0, 0.0, 0.0] for name in names}
+        totals = {name: [0, 0.0, 0.0] for name in VARIANTS}
+        ratios_to_a: dict[str, list[float]] = {name: [] for name in OTHERS}
+
+        def burst(name: str, r: int) -> float:
+            images, wall, cpu = variants[name].burst(args.batches)
+            for i, value in enumerate((images, wall, cpu)):
+                totals[name][i] += value
+            print(f"round {r + 1}: {name:22s} {images / wall:8.1f} img/s   {images / cpu:6.1f} img per CPU-second "
+                  f"(load {os.getloadavg()[0]:.1f})", flush=True)
+            return images / wall
+
         for r in range(args.rounds):
-            rates = {}
-            for name in names[r % len(names):] + names[:r % len(names)]:  # rotate the order every round
-                images, wall, cpu = variants[name].burst(args.batches)
-                rates[name] = images / wall
-                totals[name][0] += images
-                totals[name][1] += wall
-                totals[name][2] += cpu
-                print(f"round {r + 1}: {name:22s} {rates[name]:8.1f} img/s   {images / cpu:6.1f} img per CPU-second "
-                      f"(load {os.getloadavg()[0]:.1f})", flush=True)
-            rounds.append(rates)
+            a_before = burst("a_trainer", r)
+            for name in OTHERS[r % len(OTHERS):] + OTHERS[:r % len(OTHERS)]:  # rotate the order every round
+                other = burst(name, r)
+                a_after = burst("a_trainer", r)
+                ratios_to_a[name].append((a_before + a_after) / 2 / other)  # a, X, a: drift cancels to first order
+                a_before = a_after
         eval_per_image = variants["a_trainer"].eval_seconds_per_image()
     finally:
         for v in variants.values():
             v.close()
 
-    def ratio(num: str, den) -> list[float]:
-        return [rd[num] / (den(rd) if callable(den) else rd[den]) for rd in rounds]
-
-    def limit(rd: dict[str, float]) -> float:
-        return max(rd["c_bare_imperative"], rd["c_bare_hybrid"])
-
-    ratios = {"a/b (recipe as documented, hybrid)": ratio("a_trainer", "b_recipe_hybrid"),
-              "a/b (recipe without --mode, imperative)": ratio("a_trainer", "b_recipe_imperative"),
-              "a/c (faster bare mode)": ratio("a_trainer", limit),
-              "c imperative / c hybrid": ratio("c_bare_imperative", "c_bare_hybrid")}
+    ratios = {"a/b (recipe as documented, hybrid)": ratios_to_a["b_recipe_hybrid"],
+              "a/b (recipe without --mode, imperative)": ratios_to_a["b_recipe_imperative"],
+              "a/c (faster bare mode)": [min(ci, ch) for ci, ch in zip(ratios_to_a["c_bare_imperative"],
+                                                                       ratios_to_a["c_bare_hybrid"], strict=True)],
+              "c imperative / c hybrid": [ch / ci for ci, ch in zip(ratios_to_a["c_bare_imperative"],
+                                                                    ratios_to_a["c_bare_hybrid"], strict=True)]}
     medians = {k: statistics.median(v) for k, v in ratios.items()}
     overall = {name: images / wall for name, (images, wall, _) in totals.items()}
     per_cpu = {name: images / cpu for name, (images, _, cpu) in totals.items()}
@@ -137,19 +142,19 @@ def main() -> int:
     report = {
         "ratios_median": medians, "ratios_per_round": ratios, "images_per_sec_overall": overall,
         "images_per_cpu_second": per_cpu, "ratios_by_cpu_seconds": cpu_ratios,
-        "rounds": rounds, "full_epoch_seconds_estimate": epoch_estimate,
+        "full_epoch_seconds_estimate": epoch_estimate,
         "full_epoch_note": "estimated from partial epochs: 50000 / (a) img/s + 10000 test images x measured "
                            "evaluation seconds per image",
         "setup": {"omp_num_threads": args.threads, "batch_size": 128, "model": "resnet20_v1", "rounds": args.rounds,
-                  "timed_batches_per_round": args.batches, "synthetic_size": args.size,
+                  "timed_batches_per_burst": args.batches, "synthetic_size": args.size,
                   "cpu": cpu_model(), "cpu_count": os.cpu_count(), "python": platform.python_version(),
                   **{pkg: metadata.version(pkg) for pkg in ("mxnet", "numpy", "gluoncv")},
                   "loadavg_before": load_before, "loadavg_after": os.getloadavg(),
                   "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())},
     }
     args.results.write_text(json.dumps(report, indent=2) + "\n")
-    print(f"\nOMP_NUM_THREADS={args.threads}, batch 128, ResNet-20 v1, {args.rounds} interleaved rounds "
-          f"of {args.batches} timed batches per variant, synthetic CIFAR-10")
+    print(f"\nOMP_NUM_THREADS={args.threads}, batch 128, ResNet-20 v1, {args.rounds} interleaved rounds, bursts "
+          f"of {args.batches} timed batches, synthetic CIFAR-10")
     for name in VARIANTS:
         print(f"  {name:22s} {overall[name]:8.1f} img/s (all rounds)   {per_cpu[name]:6.1f} img per CPU-second")
     print("  ratio                                    wall clock, median of rounds     by CPU-seconds")

@@ -91,3 +91,19 @@ def test_learning_rate_schedules() -> None:
     assert train.lr_at(cosine, 10) == pytest.approx(0.0, abs=1e-12)
     step = train.Config(epochs=8, lr=0.1, lr_schedule="step")
     assert [round(train.lr_at(step, e), 6) for e in (0, 3.9, 4, 5.9, 6)] == [0.1, 0.1, 0.01, 0.01, 0.001]
+
+
+def test_training_options_run_end_to_end(synthetic_dir: Path, tmp_path: Path) -> None:
+    """Mixup, label smoothing, step schedule with warmup, plain SGD, a v2 network, hybridized, bfloat16 AMP."""
+    args = ["--dataset", "synthetic", "--data-dir", str(synthetic_dir), "--synthetic-size", str(SYNTHETIC_SIZE),
+            *TINY, "--model", "resnet8_v2", "--epochs", "2", "--limit-batches", "3", "--output-dir", str(tmp_path),
+            "--mixup-alpha", "0.2", "--label-smoothing", "0.1", "--lr-schedule", "step", "--warmup-epochs", "0.5",
+            "--optimizer", "sgd", "--hybridize", "--dtype", "bfloat16"]
+    result = run_module("training.train", args)
+    assert result.returncode == 0, result.stdout + result.stderr
+    history = [json.loads(line) for line in (tmp_path / "metrics.jsonl").read_text().splitlines()]
+    assert [m["epoch"] for m in history] == [1, 2]
+    assert all(m["train_loss"] == m["train_loss"] for m in history)  # not NaN
+    config = json.loads((tmp_path / "config.json").read_text())
+    assert (config["dtype"], config["hybridize"], config["mixup_alpha"]) == ("bfloat16", True, 0.2)
+    assert (tmp_path / "model-symbol.json").is_file()
