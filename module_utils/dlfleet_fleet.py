@@ -12,6 +12,7 @@
 from __future__ import annotations
 
 import contextlib
+import datetime as dt
 import hashlib
 import time
 from dataclasses import dataclass, field
@@ -65,6 +66,9 @@ consistent_retry = AWSRetry.jittered_backoff(
 )
 
 LAUNCH_ATTEMPTS = 8            # sends of one RunInstances request (same token) before giving up
+# A token's answer holding only instances launched this long before the launch began is a replay of an
+# earlier launch (AWS keeps a ClientToken for 24 h after its instances end; Describe forgets them sooner).
+STALE_REPLAY = dt.timedelta(minutes=15)
 WAITER_DELAY = 3               # seconds between waiter polls
 TERMINATE_BATCH = 500          # instance ids per TerminateInstances/StartInstances/StopInstances call
 STATUS_BATCH = 100             # DescribeInstanceStatus accepts at most 100 explicit instance ids
@@ -446,6 +450,17 @@ def lookup_generation(ec2, name: str, generation: int, token: str) -> list[dict[
     return [i for i in found if i.get("ClientToken") in (None, "", token)]
 
 
+def is_replay(instances: list[dict[str, Any]], known_ids: set[str], began: dt.datetime) -> bool:
+    """Whether a RunInstances answer is AWS replaying an earlier launch of the same token rather than a new
+    launch: every instance is one the fleet already had, or was launched well before this launch began."""
+    if not instances:
+        return False
+    if all(i["InstanceId"] in known_ids for i in instances):
+        return True
+    times = [i.get("LaunchTime") for i in instances]
+    return all(isinstance(t, dt.datetime) and t.tzinfo and t < began - STALE_REPLAY for t in times)
+
+
 def run_instances_once(ec2, launch_ec2, name: str, generation: int, request: dict[str, Any],
                        known_ids: set[str]) -> tuple[list[dict[str, Any]], int]:
     """Send one launch request until its outcome is known. Returns (instances, sends).
@@ -453,11 +468,14 @@ def run_instances_once(ec2, launch_ec2, name: str, generation: int, request: dic
     Raises the ClientError of a definite refusal (capacity, bad parameter) unchanged.
     """
     token = request["ClientToken"]
+    began = dt.datetime.now(dt.UTC)
     last_err: BaseException | None = None
     for attempt in range(LAUNCH_ATTEMPTS):
         try:
             response = launch_ec2.run_instances(**request)
         except botocore.exceptions.ClientError as err:
+            if error_code(err) == "IdempotentParameterMismatch":   # the token was spent on another request
+                raise StaleTokenError(token) from err
             if error_code(err) in THROTTLE_CODES:
                 last_err = err
                 _sleep_backoff(attempt)
@@ -469,8 +487,7 @@ def run_instances_once(ec2, launch_ec2, name: str, generation: int, request: dic
             last_err = err
         else:
             instances = response.get("Instances", [])
-            if instances and all(i["InstanceId"] in known_ids for i in instances):
-                # The token answered with instances this fleet already had: it belongs to an earlier launch.
+            if is_replay(instances, known_ids, began):
                 raise StaleTokenError(token)
             return instances, attempt + 1
         # Unknown outcome: did it launch? Look up by tag before sending it again.

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import uuid
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -99,6 +100,18 @@ def test_client_token_is_stable_per_attempt_and_distinct_across_them() -> None:
     }
     assert base not in others and len(others) == 4
     assert len(fl.client_token("x" * 255, 99999, "p5.48xlarge", {"subnet_id": "subnet-" + "f" * 17}, 500)) <= 64
+
+
+def test_replay_of_an_earlier_launch_is_told_from_a_new_one() -> None:
+    began = datetime(2026, 1, 2, 12, 0, tzinfo=UTC)
+    new = [{"InstanceId": "i-new", "LaunchTime": began + timedelta(seconds=5)}]
+    resent = [{"InstanceId": "i-new", "LaunchTime": began - timedelta(minutes=3)}]   # lost answer, same run
+    forgotten = [{"InstanceId": "i-old", "LaunchTime": began - timedelta(hours=5)}]  # gone from Describe
+    assert not fl.is_replay(new, set(), began)
+    assert not fl.is_replay(resent, set(), began)
+    assert fl.is_replay(forgotten, set(), began)
+    assert fl.is_replay(new, {"i-new"}, began)
+    assert not fl.is_replay([], set(), began)
 
 
 def test_data_volume_devices_skip_the_ones_named() -> None:
