@@ -6,6 +6,7 @@ a launch that ran but whose response was lost) come from a client wrapper named 
 """
 from __future__ import annotations
 
+import base64
 import json
 import uuid
 from datetime import UTC, datetime, timedelta
@@ -335,6 +336,15 @@ def test_root_size_defaults_to_the_snapshot(ec2, launch_ec2, dlami, fleets):
     fl.ensure_present(ec2, launch_ec2, spec, check_mode=False)
     [root] = _volumes(ec2, spec.name).values()
     assert root["Size"] == fl.root_snapshot_size(dlami)
+
+
+def test_spot_market_user_data_and_imds_options_reach_the_launch(ec2, launch_ec2, dlami, fleets, emulator):
+    spec = fleets(_spec(dlami, count=1, market="spot", http_tokens="optional", user_data="#!/bin/sh\necho hi\n"))
+    _, result = fl.ensure_present(ec2, launch_ec2, spec, check_mode=False)
+    [rec] = result["instances"]
+    assert rec["market"] == "spot" and rec["http_tokens"] == "optional"
+    raw = emulator.client("ec2").describe_instance_attribute(InstanceId=rec["instance_id"], Attribute="userData")
+    assert base64.b64decode(raw["UserData"]["Value"]).decode() == "#!/bin/sh\necho hi\n"
 
 
 def test_no_gpu_type_is_accepted_when_require_gpu_is_off(ec2, launch_ec2, dlami, fleets):
