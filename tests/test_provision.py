@@ -230,7 +230,8 @@ def test_no_capacity_falls_back_across_zones_then_types(emulator, faulty_aws, tm
     """Through the fault proxy: no g5.xlarge capacity in either zone, so the fleet tries g5.xlarge in
     us-east-1a, then us-east-1b, then lands on the next type, g4dn.xlarge, in us-east-1a."""
     faulty_aws.configure(capacity=[("g5.xlarge", "us-east-1a"), ("g5.xlarge", "us-east-1b")])
-    fleet = Fleet(emulator, faulty_aws.env, tmp_path, provision_availability_zones=["us-east-1a", "us-east-1b"])
+    fleet = Fleet(emulator, faulty_aws.env, tmp_path, provision_availability_zones=["us-east-1a", "us-east-1b"],
+                  provision_dlami_name_pattern="Deep Learning AMI (Ubuntu 18.04) Version *")   # the seed's line
     made.append(fleet)
     run = _ok(fleet.provision())
     assert {(i["InstanceType"], i["Placement"]["AvailabilityZone"]) for i in fleet.instances()} == {
@@ -239,5 +240,9 @@ def test_no_capacity_falls_back_across_zones_then_types(emulator, faulty_aws, tm
     tried = [(a["instance_type"], a["availability_zone"]) for a in run.results("Launch the fleet")["attempts"]]
     assert tried == [("g5.xlarge", "us-east-1a"), ("g5.xlarge", "us-east-1b"), ("g4dn.xlarge", "us-east-1a")]
     doc = json.loads(fleet.fleet_json.read_text())
+    assert doc["image"]["line"] == "legacy-conda" and doc["image"]["name"].startswith("Deep Learning AMI (Ubuntu")
+    # 40 GiB asked for, but the legacy DLAMI's root snapshot is bigger: the root volume follows the snapshot.
+    assert doc["root_volume"]["size"] == doc["image"]["snapshot_size"] > 40
+    assert {v["Size"] for v in fleet.volumes()} == {doc["image"]["snapshot_size"]}
     assert doc["cost_estimate"]["instances"] == {"g4dn.xlarge": 2}
     assert doc["cost_estimate"]["hourly_usd"] == pytest.approx(2 * 0.526)
