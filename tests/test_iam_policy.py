@@ -274,8 +274,8 @@ def test_policy_is_well_formed_and_scoped() -> None:
         assert len({a.split(":")[0] for a in actions}) == 1, f"{st['Sid']} mixes services"
         assert actions == sorted(actions), f"{st['Sid']}: keep the actions sorted"
     # what creates or changes anything is scoped to the fleet's tag
-    for sid in ("EC2CreateTaggedFleetResources", "EC2ChangeFleetResources", "SageMakerCreateTagged",
-                "SageMakerChangeFleetResources"):
+    for sid in ("EC2LaunchTaggedInstances", "EC2CreateTaggedKeyPairAndGroup", "EC2LaunchWithFleetKeyAndGroup",
+                "EC2ChangeFleetResources", "SageMakerCreateTagged", "SageMakerChangeFleetResources"):
         cond = json.dumps(by_sid[sid].get("Condition", {}))
         assert "dlfleet:fleet" in cond and ("aws:RequestTag" in cond or "aws:ResourceTag" in cond), sid
     passrole = [st for st in policy["Statement"] if "iam:PassRole" in as_list(st["Action"])]
