@@ -22,6 +22,7 @@ import math
 import os
 import random
 import re
+import resource
 import shutil
 import signal
 import socket
@@ -385,7 +386,7 @@ class TrainingRun:
         started = parse_iso(self.record["TrainingStartTime"]) if self.record.get("TrainingStartTime") else start
         seconds = round(time.time() - started)
         times = {"TrainingEndTime": end, "TrainingTimeInSeconds": max(1, seconds),
-                 "BillableTimeInSeconds": max(1, seconds)}
+                 "BillableTimeInSeconds": max(1, seconds), "_local": self.cpu_accounting()}
         if failure:
             self.save(TrainingJobStatus="Failed", FailureReason=failure[:1024], **times)
             self.secondary("Failed", "Training job failed")
@@ -400,6 +401,12 @@ class TrainingRun:
         self.save(TrainingJobStatus="Completed", **times)
         self.secondary("Completed", "Training job completed")
         return 0
+
+    def cpu_accounting(self) -> dict[str, Any]:
+        """The job's record of CPU seconds: this supervisor and every process it waited for (the trainer)."""
+        used = sum(u.ru_utime + u.ru_stime for u in (resource.getrusage(resource.RUSAGE_SELF),
+                                                     resource.getrusage(resource.RUSAGE_CHILDREN)))
+        return {**self.record.get("_local", {}), "cpu_seconds": round(used, 3)}
 
     def prepare(self) -> None:
         channels = [c["ChannelName"] for c in self.request.get("InputDataConfig") or []]

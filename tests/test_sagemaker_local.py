@@ -237,7 +237,7 @@ def test_real_training_then_endpoint_answers_like_the_handlers(emulator, aws_env
     assert not [p for p in (local_dir / "endpoint-configs").iterdir() if p.name.startswith(endpoint)]
 
 
-def test_contract_with_two_instances_sharded_data_and_parameter_server(aws_env, local_dir, tmp_path) -> None:
+def test_contract_sharding_parameter_server_and_checkpoint_resume(aws_env, local_dir, tmp_path) -> None:
     data = tmp_path / "data"
     data.mkdir()
     for i in range(4):
@@ -247,8 +247,19 @@ def test_contract_with_two_instances_sharded_data_and_parameter_server(aws_env, 
                 hyperparameters={"epochs": 2, "lr": 0.25},
                 distribution={"parameter_server": {"enabled": True}},
                 channels=[{"name": "training", "uri": f"file://{data}", "distribution": "ShardedByS3Key"}])
-    result = play([{"name": "Train", "sagemaker_training_job": args}], aws_env)["Train"]
+    checkpoints = tmp_path / "checkpoints"
+    first = tiny(local_dir, f"{name}-a", tmp_path / "out", hyperparameters={"epochs": 2},
+                 checkpoint_s3_uri=f"file://{checkpoints}")
+    results = play([{"name": "Train", "sagemaker_training_job": args},
+                    {"name": "Checkpointed", "sagemaker_training_job": first},
+                    {"name": "Resumed", "sagemaker_training_job": {**first, "name": f"{name}-b"}}], aws_env)
+    result = results["Train"]
     assert result["status"] == "Completed", result.get("msg")
+    # spot-style resume: the second job starts with the first one's checkpoints from checkpoint_s3_uri
+    assert sorted(p.name for p in checkpoints.iterdir()) == ["epoch-1", "epoch-2"]
+    resumed = json.loads((local_dir / "training-jobs" / f"{name}-b" / "algo-1/opt/ml/model/contract.json").read_text())
+    assert resumed["checkpoints_at_start"] == ["epoch-1", "epoch-2"]
+    assert results["Checkpointed"]["status"] == results["Resumed"]["status"] == "Completed"
     assert result["final_metrics"] == {"validation-accuracy": 0.5}  # the script prints lr * epochs
     seen = {}
     for host in ("algo-1", "algo-2"):

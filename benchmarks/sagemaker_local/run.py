@@ -19,6 +19,7 @@ import datetime as dt
 import json
 import os
 import platform
+import resource
 import statistics
 import subprocess
 import sys
@@ -42,12 +43,17 @@ def cli(hps: dict[str, object]) -> list[str]:
     return [item for key in sorted(hps) for item in (f"--{key}", str(hps[key]))]
 
 
+def children_cpu() -> float:
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
+
+
 def run_direct(work: Path, data: Path, hps: dict[str, object], env: dict[str, str]) -> dict[str, float]:
     out = work / f"direct-{uuid.uuid4().hex[:8]}"
     argv = [str(TRAIN_PYTHON), "train.py", *cli(hps), "--data-dir", str(data), "--output-dir", str(out)]
-    start = time.perf_counter()
+    cpu, start = children_cpu(), time.perf_counter()
     subprocess.run(argv, cwd=ROOT / "training", env=env, check=True, capture_output=True)
-    return {"wall": time.perf_counter() - start}
+    return {"wall": time.perf_counter() - start, "cpu": children_cpu() - cpu}
 
 
 def _phase_seconds(record: dict) -> dict[str, float]:
@@ -60,73 +66,82 @@ def _phase_seconds(record: dict) -> dict[str, float]:
 
 def run_local(work: Path, data: Path, hps: dict[str, object], env: dict[str, str]) -> dict[str, float]:
     job = f"bench-{uuid.uuid4().hex[:8]}"
-    result_file = work / f"{job}.json"
     extra = {"bench_job": job, "bench_source": str(ROOT / "training"), "bench_python": str(TRAIN_PYTHON),
              "bench_local_dir": str(work / "local"), "bench_hyperparameters": hps, "bench_data": str(data),
-             "bench_output": str(work / "output"), "bench_result_file": str(result_file)}
+             "bench_output": str(work / "output")}
     argv = [str(BIN / "ansible-playbook"), str(HERE / "local_job.yml"), "-e", json.dumps(extra)]
-    start = time.perf_counter()
-    subprocess.run(argv, cwd=ROOT, env={**env, "PATH": f"{BIN}{os.pathsep}{env['PATH']}"}, check=True,
-                   capture_output=True)
+    cpu, start = children_cpu(), time.perf_counter()
+    done = subprocess.run(argv, cwd=ROOT, env={**env, "PATH": f"{BIN}{os.pathsep}{env['PATH']}",
+                                               "ANSIBLE_STDOUT_CALLBACK": "ansible.posix.json",
+                                               "ANSIBLE_CALLBACKS_ENABLED": "ansible.posix.json"},
+                          check=True, capture_output=True, text=True)
     wall = time.perf_counter() - start
-    record = json.loads(result_file.read_text())["training_job"]
-    return {"wall": wall, **_phase_seconds(record)}
+    ansible_cpu = children_cpu() - cpu  # ansible-playbook and the module; the detached job is counted below
+    task = json.loads(done.stdout[done.stdout.index("{"):])["plays"][0]["tasks"][0]
+    record = task["hosts"]["localhost"]["training_job"]
+    job_record = json.loads((work / "local" / "training-jobs" / job / "record.json").read_text())
+    job_cpu = job_record["_local"]["cpu_seconds"]  # the job's supervisor and the trainer it ran
+    return {"wall": wall, "cpu": ansible_cpu + job_cpu, "ansible_cpu": ansible_cpu, **_phase_seconds(record)}
 
 
 def report(args: argparse.Namespace, runs: list[tuple[str, dict[str, float]]]) -> str:
-    direct = [r["wall"] for side, r in runs if side == "direct"]
+    direct = [r for side, r in runs if side == "direct"]
     local = [r for side, r in runs if side == "local"]
-    local_wall = [r["wall"] for r in local]
     med = statistics.median
-    ratio = med(local_wall) / med(direct)
-    train_ratio = med(r["train"] for r in local) / med(direct)
-    rows = "\n".join(f"| {i // 2 + 1} | {side} | {r['wall']:.1f} | "
-                     + (f"{r['prepare']:.2f} | {r['train']:.1f} | {r['upload']:.2f} |" if side == "local" else
-                        "- | - | - |") for i, (side, r) in enumerate(runs))
-    cpu = platform.processor() or platform.machine()
+    wall_d, wall_l = med(r["wall"] for r in direct), med(r["wall"] for r in local)
+    cpu_d, cpu_l = med(r["cpu"] for r in direct), med(r["cpu"] for r in local)
+    rows = "\n".join(
+        f"| {i // 2 + 1} | {side} | {r['wall']:.1f} | {r['cpu']:.1f} | "
+        + (f"{r['ansible_cpu']:.1f} | {r['prepare']:.2f} | {r['train']:.1f} | {r['upload']:.2f} |"
+           if side == "local" else "- | - | - | - |") for i, (side, r) in enumerate(runs))
+    load = os.getloadavg()
     return f"""# SageMaker local mode: overhead against train.py run directly
 
 Measured {dt.date.today().isoformat()} by `benchmarks/sagemaker_local/run.py --pairs {args.pairs} --size {args.size}
---epochs {args.epochs} --batch-size {args.batch_size}` on this machine ({os.cpu_count()} vCPUs, {cpu}, shared with
-other work; OMP_NUM_THREADS={args.threads}), Python {platform.python_version()}, mxnet 1.9.1 CPU.
-Same trainer, hyperparameters, generated data and thread count on both sides, interleaved repetitions.
+--epochs {args.epochs} --batch-size {args.batch_size}` on this machine ({os.cpu_count()} vCPUs,
+{platform.machine()}, shared with other work: load average {load[0]:.1f} at the end; OMP_NUM_THREADS={args.threads}),
+Python {platform.python_version()}, mxnet 1.9.1 CPU. Same trainer, hyperparameters, generated data and thread count
+on both sides; interleaved repetitions (direct, local, local, direct, ...).
 
-| | direct train.py | local mode (whole ansible-playbook run) |
-|---|---|---|
-| median wall time (s) | {med(direct):.1f} | {med(local_wall):.1f} |
-| **ratio local / direct** | 1.00 | **{ratio:.3f}** ({(ratio - 1) * 100:+.1f} %) |
-| trainer alone inside local mode / direct | 1.00 | {train_ratio:.3f} |
-| local-mode fixed cost (median wall - trainer), s | | {med(r['wall'] - r['train'] for r in local):.1f} |
+| median of {args.pairs} runs | direct train.py | local mode (whole ansible-playbook run) | local / direct |
+|---|---|---|---|
+| wall time (s) | {wall_d:.1f} | {wall_l:.1f} | **{wall_l / wall_d:.3f}** ({(wall_l / wall_d - 1) * 100:+.1f}%) |
+| CPU time (s) | {cpu_d:.1f} | {cpu_l:.1f} | **{cpu_l / cpu_d:.3f}** ({(cpu_l / cpu_d - 1) * 100:+.1f}%) |
+
+CPU time counts every process of a run: for local mode ansible-playbook, the module, the job's supervisor and
+the trainer (the supervisor records its own and the trainer's CPU seconds in the job record); for the direct run
+the trainer. On a machine shared with other work, CPU time is the steadier measure: wall time also counts the
+waits for a core.
 
 Per run (seconds; local phases from the job's secondary status transitions: prepare = record created to
 Training, train = the trainer process, upload = packing and storing model.tar.gz):
 
-| pair | side | wall | prepare | train | upload |
-|---|---|---|---|---|---|
+| pair | side | wall | CPU | CPU of ansible + module | prepare | train | upload |
+|---|---|---|---|---|---|---|---|
 {rows}
 
-The fixed cost is mostly ansible-playbook and module start-up plus the trainer's own start in a fresh process
-(both sides pay the latter); it does not grow with the run, so longer runs have a smaller ratio.
+The overhead is a fixed cost (ansible-playbook and module start-up, packing the code, staging /opt/ml, storing
+model.tar.gz); it does not grow with the run, so longer runs have a smaller ratio.
 """
 
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--pairs", type=int, default=3, help="interleaved direct/local pairs")
-    parser.add_argument("--size", type=int, default=4096, help="generated training images")
+    parser.add_argument("--size", type=int, default=2048, help="generated training images")
     parser.add_argument("--epochs", type=int, default=2, help="epochs per run")
     parser.add_argument("--batch-size", type=int, default=64, help="images per step")
     parser.add_argument("--threads", type=int, default=2, help="OMP_NUM_THREADS on both sides")
     parser.add_argument("--output", type=Path, default=HERE / "RESULTS.md", help="where the report goes")
     args = parser.parse_args()
-    env = {**os.environ, "OMP_NUM_THREADS": str(args.threads), "ANSIBLE_STDOUT_CALLBACK": "default"}
+    env = {**os.environ, "OMP_NUM_THREADS": str(args.threads)}
     hps = hyperparameters(args)
     with tempfile.TemporaryDirectory(prefix="dlfleet-bench-sm-") as tmp:
         work = Path(tmp)
         data = work / "data"
         subprocess.run([str(TRAIN_PYTHON), "-m", "training.data", "synthetic", "--out", str(data), "--size",
                         str(args.size)], cwd=ROOT, check=True, capture_output=True)
-        run_local(work, data, {**hps, "epochs": 1, "synthetic-size": args.size}, env)  # warm caches, not counted
+        run_local(work, data, {**hps, "epochs": 1, "limit-batches": 2}, env)  # warm the caches; not counted
         runs: list[tuple[str, dict[str, float]]] = []
         for pair in range(args.pairs):
             order = ("direct", "local") if pair % 2 == 0 else ("local", "direct")
