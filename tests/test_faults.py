@@ -198,9 +198,12 @@ def test_fleet_of_20_under_30_percent_faults_is_exactly_20_then_torn_down(
     before = set(account.instances())
     phases: dict[str, dict[str, Any]] = {}
 
-    # Provision: random faults everywhere, and for sure one lost RunInstances response and one 5xx on it.
+    # Provision: random faults everywhere, and for sure a lost response from each call that creates something
+    # (the key pair, the group, its rule, the instances) and a 5xx on the launch.
     account.faults(seed=20)
-    account.proxy.once("lost_response", "RunInstances").once("server_error", "RunInstances")
+    for action in ("ImportKeyPair", "CreateSecurityGroup", "AuthorizeSecurityGroupIngress", "RunInstances"):
+        account.proxy.once("lost_response", action)
+    account.proxy.once("server_error", "RunInstances")
     _ok(run_playbook(PROVISION, extra_vars=extra, env=account.run_env), "provision under faults")
     phases["provision"] = _faults(account.proxy.counters)
     everything = account.instances()
@@ -211,7 +214,7 @@ def test_fleet_of_20_under_30_percent_faults_is_exactly_20_then_torn_down(
     assert live == fleet_ids, f"live instances outside the fleet: {sorted(live - fleet_ids)}"
     duplicates = len(launched) - 20   # every instance ever launched beyond the 20 asked for, even if gone since
     assert duplicates == 0, f"{len(launched)} instances were launched for a fleet of 20"
-    assert phases["provision"]["injected"]["lost_response"] >= 1
+    assert phases["provision"]["injected"]["lost_response"] >= 4
     assert all(inst["MetadataOptions"]["HttpTokens"] == "required" for inst in launched.values())
     written = json.loads((tmp_path / "artifacts" / "fleet.json").read_text())
     assert {i["instance_id"] for i in written["instances"]} == fleet_ids
@@ -225,8 +228,11 @@ def test_fleet_of_20_under_30_percent_faults_is_exactly_20_then_torn_down(
 
     # Teardown under faults removes everything of the fleet; nothing is left anywhere in the account.
     account.faults(seed=22)
+    for action in ("TerminateInstances", "DeleteKeyPair", "DeleteSecurityGroup"):
+        account.proxy.once("lost_response", action)
     _ok(run_playbook(TEARDOWN, extra_vars=extra, env=account.run_env), "teardown under faults")
     phases["teardown"] = _faults(account.proxy.counters)
+    assert phases["teardown"]["injected"]["lost_response"] >= 3
     account.proxy.reset()
     after = account.instances()
     leaked = sorted(i for i in set(after) - before if after[i]["State"]["Name"] in LIVE)
