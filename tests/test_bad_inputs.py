@@ -51,8 +51,8 @@ LANES = 3   # the play cases run on this many stand-ins for localhost at once
 @dataclass(frozen=True)
 class Case:
     id: str
-    runner: str                        # play | provision | testhost | trainer
-    spec: Any                          # play/testhost: the tasks; provision: extra vars; trainer: CLI args
+    runner: str                        # play | playbook | testhost | trainer
+    spec: Any                          # play/testhost: the task; playbook: (path, extra vars); trainer: CLI args
     expect: tuple[str, ...]            # message fragments: the value, and the fix
     absent: tuple[str, ...] = ()       # paths (under @tmp@) that must not exist afterwards
     not_in: tuple[str, ...] = ()       # fragments the message must not hold (a right value blamed)
@@ -249,11 +249,22 @@ CASES: list[Case] = [
          ("mxnet_train_epochs=0", "at least 1"), absent=("train-home", "train-artifacts"),
          not_in=("mxnet_train_dataset", "mxnet_train_kvstore")),
     # playbooks/provision.yml
-    Case("provision-ssh-from-anywhere-without-the-allow-flag", "provision", {"provision_ssh_cidr": "0.0.0.0/0"},
-         ('"0.0.0.0/0"', "provision_ssh_allow_anywhere=true"), absent=("run/keys", "artifacts")),
-    Case("provision-quota-shortfall", "provision",
-         {"provision_instance_types": ["p3.16xlarge"], "provision_instance_count": 10},
-         ("L-417A185B", "request an increase"), absent=("run/keys", "artifacts")),
+    Case("provision-ssh-from-anywhere-without-the-allow-flag", "playbook",
+         ("playbooks/provision.yml", {"provision_ssh_cidr": "0.0.0.0/0"}),
+         ('"0.0.0.0/0"', "provision_ssh_allow_anywhere=true"), absent=("run", "artifacts")),
+    Case("provision-quota-shortfall", "playbook",
+         ("playbooks/provision.yml", {"provision_instance_types": ["p3.16xlarge"], "provision_instance_count": 10}),
+         ("L-417A185B", "request an increase"), absent=("run", "artifacts")),
+    # playbooks/sagemaker.yml: the job's inputs are checked before any data is generated or uploaded
+    Case("sagemaker-playbook-missing-role-arn", "playbook",
+         ("playbooks/sagemaker.yml", {"sagemaker_instance_type": "ml.m5.xlarge", "sagemaker_role_arn": ""}),
+         ("role_arn None is not an IAM role ARN", "pass the execution role"), absent=("run", "artifacts")),
+    Case("sagemaker-playbook-tuning-range-min-above-max", "playbook",
+         ("playbooks/sagemaker.yml", {"sagemaker_tune": True, "sagemaker_tuning_ranges": [
+             {"name": "lr", "type": "continuous", "min_value": 0.2, "max_value": 0.02}]}),
+         ("parameter_ranges[lr]: needs min_value < max_value (got 0.2 and 0.02)",),
+         # the training job's inputs are right: only its image lookup is cached (run/sagemaker/image-uris.json)
+         absent=("artifacts", "run/sagemaker/data", "run/sagemaker/training-jobs", "run/sagemaker/tuning-jobs")),
     # role dlami on a local test host: the data volume
     Case("dlami-volume-holds-a-filesystem-of-another-type", "testhost", dlami_volume(fstype="xfs"),
          (VOLUME_ID, "ext4 filesystem", "not the xfs asked for", "Set fstype to match")),
@@ -472,7 +483,7 @@ def test_host(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[LocalH
 def test_bad_input_fails_clearly_and_changes_nothing(case: Case, request: pytest.FixtureRequest) -> None:
     world = request.getfixturevalue("world")
     ctx = world["ctx"]
-    check = {"play": _check_play, "provision": _check_provision, "testhost": _check_testhost,
+    check = {"play": _check_play, "playbook": _check_playbook, "testhost": _check_testhost,
              "trainer": _check_trainer}[case.runner]
     message = check(case, world, request)
     for fragment in fill(case.expect, ctx):
@@ -495,13 +506,15 @@ def _check_play(case: Case, world: dict[str, Any], request: pytest.FixtureReques
     return outcome.msg
 
 
-def _check_provision(case: Case, world: dict[str, Any], request: pytest.FixtureRequest) -> str:
+def _check_playbook(case: Case, world: dict[str, Any], request: pytest.FixtureRequest) -> str:
+    """A whole playbook on the local inventory, its run and artifacts directories under the case's temp dir."""
     tmp: Path = world["tmp"]
+    playbook, extra_vars = case.spec
     before = account(world["emulator"])
     start = time.time()
-    run = run_playbook("playbooks/provision.yml", env=world["env"], extra_vars={
+    run = run_playbook(playbook, env=world["env"], extra_vars={
         "dlfleet_fleet_name": f"bad-{case.id[:20]}", "dlfleet_run_dir": str(tmp / "run"),
-        "dlfleet_artifacts_dir": str(tmp / "artifacts"), **case.spec})
+        "dlfleet_artifacts_dir": str(tmp / "artifacts"), **extra_vars})
     assert run.rc != 0, run.stdout[-3000:]
     assert mutating_calls(world["emulator"], (start, time.time())) == []
     assert account(world["emulator"]) == before
@@ -536,6 +549,6 @@ def test_the_table_covers_every_module_and_role() -> None:
     calls = json.dumps([c.spec for c in CASES])
     for name in ("ec2_gpu_fleet", "ec2_gpu_quota_info", "dlami_info", "sagemaker_training_job",
                  "sagemaker_tuning_job", "sagemaker_endpoint", "dlfleet_reaper", "nvidia_gpu_facts",
-                 '"dlami"', '"mxnet_train"', "provision_ssh_cidr", "--kvstore"):
+                 '"dlami"', '"mxnet_train"', "provision.yml", "sagemaker.yml", "--kvstore"):
         assert name in calls, name
-    assert {c.runner for c in CASES} == {"play", "provision", "testhost", "trainer"}
+    assert {c.runner for c in CASES} == {"play", "playbook", "testhost", "trainer"}
