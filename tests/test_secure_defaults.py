@@ -107,8 +107,13 @@ def test_ssh_is_open_only_from_the_given_cidr(fleet: Fleet) -> None:
               "ipv4": [r["CidrIp"] for r in p.get("IpRanges", [])], "ipv6": p.get("Ipv6Ranges", []),
               "groups": p.get("UserIdGroupPairs", []), "prefix_lists": p.get("PrefixListIds", [])}
              for p in group["IpPermissions"]]
-    assert rules == [{"proto": "tcp", "ports": (22, 22), "ipv4": [SSH_CIDR], "ipv6": [], "groups": [],
-                      "prefix_lists": []}]
+    from_outside = [r for r in rules if r["ipv4"] or r["ipv6"] or r["prefix_lists"]]
+    assert from_outside == [{"proto": "tcp", "ports": (22, 22), "ipv4": [SSH_CIDR], "ipv6": [], "groups": [],
+                             "prefix_lists": []}], "from outside the fleet, only SSH and only from the CIDR"
+    for rule in rules:
+        if rule not in from_outside:   # the training ports: open between the fleet's own hosts, to no one else
+            assert [pair["GroupId"] for pair in rule["groups"]] == [group["GroupId"]], rule
+            assert not rule["ports"][0] <= 22 <= rule["ports"][1], rule
     for inst in fleet.instances():
         assert [g["GroupId"] for g in inst["SecurityGroups"]] == [group["GroupId"]]
 
