@@ -5,7 +5,9 @@ optimizer state stays on the workers and goes into their checkpoints. All traffi
 (default-layout) buffers. Observed with mxnet 1.9.1 (MKLDNN): Gluon's own Trainer on dist_sync
 (update_on_kvstore=False), which pushes and pulls the gradient arrays themselves, let two workers drift apart
 (one convolution weight differed by 4.1 after 3 steps); with MXNET_MKLDNN_ENABLED=0 they stayed equal. With the
-copies made here they stay bit-identical with MKLDNN on (tests/training/test_dist.py checks it).
+copies made here they stay bit-identical with MKLDNN on (tests/training/test_dist.py checks it), provided that the
+training network never runs in inference mode (MKLDNN then reorders its weights in place, asynchronously; workers
+were seen to drift apart right after an evaluation pass): train.py evaluates and exports a copy of the network.
 """
 from __future__ import annotations
 

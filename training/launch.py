@@ -124,6 +124,12 @@ def _wait(workers: list[subprocess.Popen], support: list[subprocess.Popen]) -> i
                 return failed[0]
             if all(c == 0 for c in codes):
                 break
+            crashed = [p.returncode for p in support if p.poll() not in (None, 0)]
+            if crashed:  # a scheduler or server died: the workers would wait for it forever
+                print(f"launch: a scheduler/server process exited with {crashed[0]}; stopping the job",
+                      file=sys.stderr, flush=True)
+                _stop(workers + support)
+                return crashed[0]
             time.sleep(0.2)
         for proc in support:
             try:

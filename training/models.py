@@ -2,7 +2,8 @@
 
 Names: ``resnet{D}_v1`` / ``resnet{D}_v2`` with D = 6n + 2 (20, 56, 110; 8 is a tiny one for tests) and
 ``wrn{D}_{k}`` with D = 6n + 4 (``wrn28_10``). ``base_width`` scales the channel counts (16 in the papers).
-Every network takes normalised NCHW float32 input of shape (N, 3, 32, 32) and returns logits.
+Every network takes normalised NCHW float32 input of shape (N, 3, 32, 32) and returns logits. All shapes are given
+up front (no deferred initialisation), so a network is complete after ``initialize()`` without a forward pass.
 """
 from __future__ import annotations
 
@@ -25,13 +26,13 @@ class BasicBlockV1(HybridBlock):
         super().__init__(**kwargs)
         with self.name_scope():
             self.body = nn.HybridSequential(prefix="")
-            self.body.add(_conv3x3(channels, stride, in_channels), nn.BatchNorm(), nn.Activation("relu"),
-                          _conv3x3(channels, 1, channels), nn.BatchNorm())
+            self.body.add(_conv3x3(channels, stride, in_channels), nn.BatchNorm(in_channels=channels),
+                          nn.Activation("relu"), _conv3x3(channels, 1, channels), nn.BatchNorm(in_channels=channels))
             self.downsample = None
             if stride != 1 or in_channels != channels:
                 self.downsample = nn.HybridSequential(prefix="")
                 self.downsample.add(nn.Conv2D(channels, 1, strides=stride, use_bias=False, in_channels=in_channels),
-                                    nn.BatchNorm())
+                                    nn.BatchNorm(in_channels=channels))
 
     def hybrid_forward(self, F, x):
         residual = self.downsample(x) if self.downsample is not None else x
@@ -44,9 +45,9 @@ class BasicBlockV2(HybridBlock):
     def __init__(self, channels: int, stride: int, in_channels: int, dropout: float = 0.0, **kwargs):
         super().__init__(**kwargs)
         with self.name_scope():
-            self.bn1 = nn.BatchNorm()
+            self.bn1 = nn.BatchNorm(in_channels=in_channels)
             self.conv1 = _conv3x3(channels, stride, in_channels)
-            self.bn2 = nn.BatchNorm()
+            self.bn2 = nn.BatchNorm(in_channels=channels)
             self.dropout = nn.Dropout(dropout) if dropout > 0 else None
             self.conv2 = _conv3x3(channels, 1, channels)
             self.downsample = None
@@ -73,7 +74,7 @@ class CifarResNet(HybridBlock):
             self.features = nn.HybridSequential(prefix="")
             self.features.add(_conv3x3(stem_width, 1, 3))
             if version == 1:
-                self.features.add(nn.BatchNorm(), nn.Activation("relu"))
+                self.features.add(nn.BatchNorm(in_channels=stem_width), nn.Activation("relu"))
             in_channels = stem_width
             for stage, mult in enumerate((1, 2, 4)):
                 channels = stage_width * mult
@@ -83,7 +84,7 @@ class CifarResNet(HybridBlock):
                     self.features.add(block(channels, stride, in_channels, prefix=f"stage{stage + 1}_{i}_", **extra))
                     in_channels = channels
             if version == 2:
-                self.features.add(nn.BatchNorm(), nn.Activation("relu"))
+                self.features.add(nn.BatchNorm(in_channels=in_channels), nn.Activation("relu"))
             self.features.add(nn.GlobalAvgPool2D(), nn.Flatten())
             self.output = nn.Dense(classes, in_units=in_channels)
 
