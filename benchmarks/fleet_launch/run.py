@@ -17,6 +17,8 @@ import datetime as dt
 import json
 import os
 import platform
+import resource
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -41,6 +43,7 @@ class Run:
     phase: str            # "launch" or "rerun"
     requests: int
     wall_s: float
+    cpu_s: float          # user + system CPU of ansible-playbook and everything it ran (not the emulator)
     actions: dict[str, int]
     live: int
 
@@ -90,9 +93,12 @@ def play(emu: Emulator, side: str, n: int, fleet: str, image_id: str, phase: str
     cmd = [str(BIN / "ansible-playbook"), str(SIDES[side]),
            "-e", json.dumps({"fleet": fleet, "n": n, "image_id": image_id})]
     start_line = len(emu.log_lines())
+    cpu_before = resource.getrusage(resource.RUSAGE_CHILDREN)
     began = time.perf_counter()
     proc = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=3600)
     wall = time.perf_counter() - began
+    cpu_after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    cpu = (cpu_after.ru_utime - cpu_before.ru_utime) + (cpu_after.ru_stime - cpu_before.ru_stime)
     if proc.returncode != 0:
         raise SystemExit(f"{side} N={n} {phase} failed:\n{proc.stdout[-4000:]}\n{proc.stderr[-4000:]}")
     lines = emu.log_lines()[start_line:]
@@ -100,34 +106,43 @@ def play(emu: Emulator, side: str, n: int, fleet: str, image_id: str, phase: str
     live = emu.live(fleet)
     if live != n:
         raise SystemExit(f"{side} N={n} {phase}: {live} live instances, expected exactly {n}")
-    return Run(side, n, phase, sum(actions.values()), wall, dict(actions), live)
+    return Run(side, n, phase, sum(actions.values()), wall, cpu, dict(actions), live)
 
 
 def ratio(a: float, b: float) -> str:
     return f"{a / b:.3f}" if b else "n/a"
 
 
+def _median(runs: list[Run], side: str, n: int, phase: str, field: str) -> float:
+    return statistics.median(getattr(r, field) for r in runs if (r.side, r.n, r.phase) == (side, n, phase))
+
+
 def table(runs: list[Run], phase: str) -> list[str]:
-    by = {(r.side, r.n): r for r in runs if r.phase == phase}
-    rows = ["| N | dlfleet requests | ec2_instance requests | request ratio | dlfleet wall s | ec2_instance wall s "
-            "| wall ratio |", "|---:|---:|---:|---:|---:|---:|---:|"]
-    for n in sorted({n for _, n in by}):
-        a, b = by[("dlfleet", n)], by[("peer", n)]
-        rows.append(f"| {n} | {a.requests} | {b.requests} | {ratio(a.requests, b.requests)} | {a.wall_s:.1f} "
-                    f"| {b.wall_s:.1f} | {ratio(a.wall_s, b.wall_s)} |")
+    rows = ["| N | requests dlfleet | requests ec2_instance | request ratio | wall s dlfleet | wall s ec2_instance "
+            "| wall ratio | CPU s dlfleet | CPU s ec2_instance | CPU ratio |",
+            "|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
+    for n in sorted({r.n for r in runs}):
+        req_a, req_b = (_median(runs, side, n, phase, "requests") for side in SIDES)
+        wall_a, wall_b = (_median(runs, side, n, phase, "wall_s") for side in SIDES)
+        cpu_a, cpu_b = (_median(runs, side, n, phase, "cpu_s") for side in SIDES)
+        rows.append(f"| {n} | {req_a:g} | {req_b:g} | {ratio(req_a, req_b)} | {wall_a:.1f} | {wall_b:.1f} "
+                    f"| {ratio(wall_a, wall_b)} | {cpu_a:.1f} | {cpu_b:.1f} | {ratio(cpu_a, cpu_b)} |")
     return rows
 
 
 def top_actions(runs: list[Run], n: int) -> list[str]:
-    rows = []
+    first: dict[str, Run] = {}
     for r in runs:
         if r.n == n and r.phase == "launch":
-            common = ", ".join(f"{k} {v}" for k, v in sorted(r.actions.items(), key=lambda kv: -kv[1]))
-            rows.append(f"- {'ec2_gpu_fleet' if r.side == 'dlfleet' else 'ec2_instance'}: {common}")
+            first.setdefault(r.side, r)
+    rows = []
+    for side, r in sorted(first.items()):
+        common = ", ".join(f"{k} {v}" for k, v in sorted(r.actions.items(), key=lambda kv: -kv[1]))
+        rows.append(f"- {'ec2_gpu_fleet' if side == 'dlfleet' else 'ec2_instance'}: {common}")
     return rows
 
 
-def report(runs: list[Run], sizes: list[int]) -> str:
+def report(runs: list[Run], sizes: list[int], repeat: int) -> str:
     import ansible
     import moto
     cores = os.cpu_count()
@@ -137,14 +152,20 @@ def report(runs: list[Run], sizes: list[int]) -> str:
         f"Measured {dt.date.today().isoformat()} by `benchmarks/fleet_launch/run.py` on {platform.machine()}, "
         f"{cores} CPU cores (shared), Python {platform.python_version()}, ansible-core {ansible.__version__}, "
         f"moto {moto.__version__}. Both sides run as real `ansible-playbook` processes against the same embedded "
-        "emulator, reset before every run; each run is verified to leave exactly N live instances. "
-        "Requests are counted from the emulator's request log; wall time is the whole ansible-playbook process "
-        "(about 2 s of it is Ansible's own start-up, the same for both). Ratios are dlfleet / ec2_instance: "
-        "lower is better.",
+        f"emulator, reset before every run; each run is verified to leave exactly N live instances. Each figure "
+        f"is the median of {repeat} run(s) per side, the sides alternating which goes first. "
+        "Requests are counted from the emulator's request log. Wall time is the whole ansible-playbook process, "
+        "Ansible's own start-up included (the same for both sides); CPU time is the user + system time of that "
+        "process and everything it ran, which the shared machine's load disturbs less than wall time (the "
+        "emulator's own CPU is not in it: that cost follows the request counts). Ratios are dlfleet / "
+        "ec2_instance: lower is better.",
         "",
         "Both launch g5.xlarge from the same DLAMI with an encrypted 80 GiB gp3 root, IMDSv2 required and the "
         "dlfleet tags, and wait: `ec2_gpu_fleet` until running and status checks OK, `ec2_instance` "
         "(`state: running`) until running.",
+        "",
+        "Reproduce: `.venv/bin/python benchmarks/fleet_launch/run.py` (N = 1, 10, 100, 500, three runs each; "
+        "writes this file).",
         "",
         "## Launch N instances into an empty account",
         "",
@@ -165,6 +186,7 @@ def report(runs: list[Run], sizes: list[int]) -> str:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--sizes", default="1,10,100,500", help="comma-separated fleet sizes")
+    parser.add_argument("--repeat", type=int, default=3, help="runs per side and size; the median is reported")
     parser.add_argument("--out", type=Path, default=None,
                         help="markdown file to write (default: RESULTS.md when the full size set runs)")
     args = parser.parse_args()
@@ -177,18 +199,19 @@ def main() -> None:
         try:
             image_id = emu.newest_dlami()
             for n in sizes:
-                for side in SIDES:
-                    emu.reset()
-                    emu.newest_dlami()  # first request after a reset seeds the backend: keep it out of the timing
-                    fleet = f"bench-{side}-{n}"
-                    for phase in ("launch", "rerun"):
-                        run = play(emu, side, n, fleet, image_id, phase)
-                        runs.append(run)
-                        print(f"{side:8} N={n:<4} {phase:6} requests={run.requests:<6} wall={run.wall_s:7.1f}s",
-                              flush=True)
+                for rep in range(args.repeat):
+                    for side in (list(SIDES) if rep % 2 == 0 else list(SIDES)[::-1]):
+                        emu.reset()
+                        emu.newest_dlami()  # the first request after a reset seeds the backend: keep it out
+                        fleet = f"bench-{side}-{n}"
+                        for phase in ("launch", "rerun"):
+                            run = play(emu, side, n, fleet, image_id, phase)
+                            runs.append(run)
+                            print(f"{side:8} N={n:<4} {phase:6} requests={run.requests:<6} "
+                                  f"wall={run.wall_s:7.1f}s cpu={run.cpu_s:6.1f}s", flush=True)
         finally:
             emu.stop()
-    text = report(runs, sizes)
+    text = report(runs, sizes, args.repeat)
     print(text)
     if out:
         out.write_text(text)
