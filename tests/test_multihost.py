@@ -141,3 +141,20 @@ def test_finished_job_runs_again_as_a_no_op(trained, inventory: Path, fleet: Loc
     for host in order:
         left = fleet.ssh(host, "pgrep -a -f 'training[.](train|launch)|import [m]xnet' || true").stdout.strip()
         assert left == ""
+
+
+def test_failed_worker_stops_the_whole_job_on_every_host(trained, inventory: Path, fleet: LocalHosts, order):
+    """A worker that dies (here: a flag the trainer refuses) ends the job; the scheduler and the server, which
+    would wait for it forever, are stopped on every host, and the play fails naming the worker."""
+    _, artifacts = trained
+    broken = {**JOB, "mxnet_train_run": "multihost-broken", "mxnet_train_extra_args": ["--no-such-flag"],
+              "mxnet_train_artifacts_dir": str(artifacts / "broken")}
+    run = run_playbook("playbooks/train.yml", inventory=inventory, extra_vars=broken)
+    assert run.rc != 0
+    assert run.failed == 2
+    failure = run.results(TASK("Fail with the reason"), order[0])["msg"]
+    assert re.search(r"Training processes failed: .*worker-[01] \(rc=2", failure), failure
+    assert "--no-such-flag" in failure
+    for host in order:
+        left = fleet.ssh(host, "pgrep -a -f 'training[.](train|launch)|import [m]xnet' || true").stdout.strip()
+        assert left == ""
