@@ -255,6 +255,8 @@ CASES: list[Case] = [
     Case("provision-quota-shortfall", "playbook",
          ("playbooks/provision.yml", {"provision_instance_types": ["p3.16xlarge"], "provision_instance_count": 10}),
          ("L-417A185B", "request an increase"), absent=("run", "artifacts")),
+    Case("teardown-without-a-fleet-name", "playbook", ("playbooks/teardown.yml", {"dlfleet_fleet_name": ""}),
+         ("would remove every dlfleet resource in the region", "name the fleet to tear down")),
     # playbooks/sagemaker.yml: the job's inputs are checked before any data is generated or uploaded
     Case("sagemaker-playbook-missing-role-arn", "playbook",
          ("playbooks/sagemaker.yml", {"sagemaker_instance_type": "ml.m5.xlarge", "sagemaker_role_arn": ""}),
@@ -411,7 +413,8 @@ def own_emulator(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Emulator]
 @pytest.fixture(scope="module")
 def world(own_emulator: Emulator, tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
     """The account and files the cases meet: a bucket with a finished job in it (whose name a case reuses),
-    mocked nvidia-smi captures, and the values the placeholders stand for."""
+    another fleet's expired security group, mocked nvidia-smi captures, and the values the placeholders
+    stand for."""
     tmp = tmp_path_factory.mktemp("bad-inputs")
     emu = own_emulator
     ec2 = emu.client("ec2")
@@ -423,6 +426,11 @@ def world(own_emulator: Emulator, tmp_path_factory: pytest.TempPathFactory) -> d
     subnets = sorted(ec2.describe_subnets()["Subnets"], key=lambda s: s["AvailabilityZone"])
     bucket = f"bad-inputs-{uuid.uuid4().hex[:8]}"
     emu.client("s3").create_bucket(Bucket=bucket)
+    # a resource of another fleet, which a teardown without a fleet name must leave alone
+    ec2.create_security_group(GroupName="bad-inputs-bystander", Description="another fleet's group",
+                              TagSpecifications=[{"ResourceType": "security-group", "Tags": [
+                                  {"Key": "dlfleet:fleet", "Value": "bystander"},
+                                  {"Key": "dlfleet:owner", "Value": "tests"}, {"Key": "dlfleet:ttl", "Value": "1m"}]}])
     ctx = {"image": image["ImageId"], "arm_image": arm["ImageId"], "subnet_a": subnets[0]["SubnetId"],
            "bucket": bucket, "tmp": str(tmp)}
     for fixture in ("k80-410", "v100-525", "h200-device"):
