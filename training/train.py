@@ -4,10 +4,10 @@
     cd training && python train.py --epochs 2 ...        (SageMaker entry point; SM_* variables honoured)
 
 Measured (benchmarks/trainer_throughput; ResNet-20 v1, batch 128, OMP_NUM_THREADS=2, 2 shared Xeon vCPUs with
-AVX-512/AMX, Python 3.11, mxnet 1.9.1 CPU/MKLDNN, numpy 1.23.5; interleaved with the baselines at load 10-15):
-2.21x the GluonCV recipe's img/s (as documented, hybridized; 2.07x by CPU-seconds), 0.90x the bare
-forward/backward/step loop. Imperative is the default: hybridize measured 1.7x slower here. Details and the
-honest caveats (the recipe run imperative is as fast) in training/README.md.
+AVX-512/AMX, Python 3.11, mxnet 1.9.1 CPU/MKLDNN, numpy 1.23.5; interleaved with the baselines at load 6-15, two
+runs): 1.89-2.21x the GluonCV recipe's img/s as documented (hybridized; 2.04-2.07x by CPU-seconds), 0.86-0.90x
+the bare forward/backward/step loop. Imperative is the default: hybridize measured 1.6-1.75x more CPU per image.
+Details and caveats (the recipe run imperative is about as fast) in training/README.md.
 
 Outputs in --output-dir: metrics.jsonl (one line per epoch), curves.png, config.json, the exported model
 (model-symbol.json, model-0000.params, model-shapes.json, synset.txt; in --model-dir when that differs) and

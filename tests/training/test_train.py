@@ -107,3 +107,29 @@ def test_training_options_run_end_to_end(synthetic_dir: Path, tmp_path: Path) ->
     config = json.loads((tmp_path / "config.json").read_text())
     assert (config["dtype"], config["hybridize"], config["mixup_alpha"]) == ("bfloat16", True, 0.2)
     assert (tmp_path / "model-symbol.json").is_file()
+
+
+def test_several_devices_split_and_load_gpus_mocked_as_cpu_contexts(synthetic_dir: Path, tmp_path: Path,
+                                                                    monkeypatch: pytest.MonkeyPatch) -> None:
+    """No GPU here: mx.gpu(i) becomes mx.cpu(i), which runs the same multi-device path (split_and_load, one loss
+    per device, gradients reduced by the 'device' kvstore) on separate CPU contexts."""
+    import mxnet as mx
+
+    monkeypatch.setattr(train.mx, "gpu", lambda i=0: mx.cpu(i))
+    args = ["--dataset", "synthetic", "--data-dir", str(synthetic_dir), "--synthetic-size", str(SYNTHETIC_SIZE),
+            *TINY, "--epochs", "1", "--limit-batches", "3", "--gpus", "2", "--kvstore", "device",
+            "--output-dir", str(tmp_path)]
+    cfg = train.resolve_config(args, {})
+    trainer = train.Trainer(cfg, tmp_path)
+    assert trainer.ctx == [mx.cpu(0), mx.cpu(1)]
+    before = {n: p.data(mx.cpu(0)).asnumpy() for n, p in trainer.net.collect_params().items()}
+    metrics = trainer.train_epoch(0)
+    assert metrics["images"] == 3 * 64
+    for name, param in trainer.net.collect_params().items():
+        if param.grad_req != "null":  # BatchNorm statistics stay per device, as in Gluon's own multi-GPU training
+            copies = [param.data(c).asnumpy() for c in trainer.ctx]
+            assert (copies[0] == copies[1]).all(), name  # both devices hold the same weights after each step
+    changed = [n for n, p in trainer.net.collect_params().items()
+               if p.grad_req != "null" and not (p.data(mx.cpu(0)).asnumpy() == before[n]).all()]
+    assert changed
+    assert 0.0 <= trainer.evaluate() <= 1.0
