@@ -48,7 +48,7 @@ test-molecule: venv os-deps
 test: venv os-deps lint test-training test-unit test-molecule
 
 bench: venv
-	PATH="$(BIN):$$PATH" scripts/run-benchmarks
+	PATH="$(BIN):$$PATH" BENCH="$(BENCH)" scripts/run-benchmarks
 
 clean:
 	-scripts/aws-emulator stop
