@@ -145,8 +145,12 @@ def test_check_apply_reapply_scale_and_teardown(emulator, aws_env, tmp_path, mad
     assert all(v["Size"] >= 40 for v in volumes)   # at least 40 GiB, and never below the DLAMI's snapshot
 
     [group] = fleet.groups()
-    ingress = [(p["FromPort"], p["ToPort"], [r["CidrIp"] for r in p["IpRanges"]]) for p in group["IpPermissions"]]
-    assert ingress == [(22, 22, ["127.0.0.1/32"])]
+    from_cidrs = [(p["FromPort"], p["ToPort"], [r["CidrIp"] for r in p["IpRanges"]])
+                  for p in group["IpPermissions"] if p["IpRanges"] or p.get("Ipv6Ranges")]
+    assert from_cidrs == [(22, 22, ["127.0.0.1/32"])]      # SSH only, from the controller only
+    for perm in group["IpPermissions"]:                     # anything else: the fleet's own hosts only
+        if not perm["IpRanges"]:
+            assert {g["GroupId"] for g in perm["UserIdGroupPairs"]} == {group["GroupId"]}
     assert {i["SecurityGroups"][0]["GroupId"] for i in instances} == {group["GroupId"]}
 
     assert len(fleet.key_pairs()) == 1
