@@ -10,7 +10,7 @@ from pathlib import Path
 import boto3
 import pytest
 from faultproxy import faulty_aws  # noqa: F401 - the fault-proxy fixture, defined next to the proxy
-from helpers import ROOT
+from helpers import ROOT, read_env
 
 
 @dataclass
@@ -34,16 +34,6 @@ class Emulator:
                        check=True, capture_output=True, text=True)
 
 
-def _read_env(path: Path) -> dict[str, str]:
-    env = {}
-    for line in path.read_text().splitlines():
-        line = line.strip().removeprefix("export ")
-        if "=" in line and not line.startswith("#"):
-            key, value = line.split("=", 1)
-            env[key] = value.strip("'\"")
-    return env
-
-
 @pytest.fixture(scope="session")
 def emulator(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Emulator]:
     """A seeded emulator of its own for the test session, on a free loopback port; stopped afterwards."""
@@ -51,7 +41,7 @@ def emulator(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Emulator]:
     script = str(ROOT / "scripts/aws-emulator")
     subprocess.run([script, "start", "--state-dir", str(state_dir), "--no-persist"], check=True, timeout=120)
     try:
-        env = _read_env(state_dir / "env")
+        env = read_env(state_dir / "env")
         yield Emulator(state_dir, env["AWS_ENDPOINT_URL"], env)
     finally:
         subprocess.run([script, "stop", "--state-dir", str(state_dir)], check=False, timeout=60)

@@ -54,6 +54,17 @@ class PlaybookResult:
         return out
 
 
+def read_env(path: Path) -> dict[str, str]:
+    """The variables an emulator's `env` file exports."""
+    env = {}
+    for line in path.read_text().splitlines():
+        line = line.strip().removeprefix("export ")
+        if "=" in line and not line.startswith("#"):
+            key, value = line.split("=", 1)
+            env[key] = value.strip("'\"")
+    return env
+
+
 def ansible_env(extra: dict[str, str] | None = None) -> dict[str, str]:
     env = dict(os.environ)
     env.update(

@@ -33,8 +33,8 @@ from typing import Any
 
 import pytest
 import yaml
-from conftest import Emulator, _read_env
-from helpers import ROOT, PlaybookResult, run_playbook
+from conftest import Emulator
+from helpers import ROOT, PlaybookResult, read_env, run_playbook
 from testhosts.testhosts import HostSpec, LocalHosts, VolumeSpec
 
 from module_utils.dlfleet_nvidia import QUERY_FIELDS
@@ -404,7 +404,7 @@ def own_emulator(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Emulator]
     subprocess.run([script, "start", "--state-dir", str(state_dir), "--no-persist"], check=True, timeout=120,
                    capture_output=True)
     try:
-        env = _read_env(state_dir / "env")
+        env = read_env(state_dir / "env")
         yield Emulator(state_dir, env["AWS_ENDPOINT_URL"], env)
     finally:
         subprocess.run([script, "stop", "--state-dir", str(state_dir)], check=False, timeout=60, capture_output=True)

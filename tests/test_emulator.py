@@ -15,8 +15,8 @@ from pathlib import Path
 import boto3
 import pytest
 from botocore.exceptions import ClientError
-from conftest import Emulator, _read_env
-from helpers import ROOT
+from conftest import Emulator
+from helpers import ROOT, read_env
 
 SCRIPT = str(ROOT / "scripts/aws-emulator")
 DLAMI_OWNER = "898082745236"
@@ -49,7 +49,7 @@ def _processes_for(state_dir: Path) -> list[int]:
 def own_emulator(state_dir: Path, *extra: str) -> Iterator[Emulator]:
     _cli("start", "--state-dir", str(state_dir), *extra)
     try:
-        env = _read_env(state_dir / "env")
+        env = read_env(state_dir / "env")
         yield Emulator(state_dir, env["AWS_ENDPOINT_URL"], env)
     finally:
         _cli("stop", "--state-dir", str(state_dir), check=False)

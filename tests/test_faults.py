@@ -25,7 +25,7 @@ import boto3
 import pytest
 import yaml
 from faultproxy import KINDS, FaultProxy
-from helpers import ROOT, PlaybookResult, run_playbook
+from helpers import ROOT, PlaybookResult, read_env, run_playbook
 
 PROVISION = "playbooks/provision.yml"
 TEARDOWN = "playbooks/teardown.yml"
@@ -80,16 +80,6 @@ class Account:
         self.proxy.configure(**{**FAULTS_30, **extra}, seed=seed)
 
 
-def _read_env(path: Path) -> dict[str, str]:
-    env = {}
-    for line in path.read_text().splitlines():
-        line = line.strip().removeprefix("export ")
-        if "=" in line and not line.startswith("#"):
-            key, value = line.split("=", 1)
-            env[key] = value.strip("'\"")
-    return env
-
-
 @pytest.fixture(scope="module")
 def account(tmp_path_factory: pytest.TempPathFactory, request: pytest.FixtureRequest) -> Iterator[Account]:
     state_dir = tmp_path_factory.mktemp("fault-emulator")
@@ -99,8 +89,8 @@ def account(tmp_path_factory: pytest.TempPathFactory, request: pytest.FixtureReq
     # A fleet of 20 x g5.xlarge needs 80 G vCPUs; the seeded account allows 64.
     subprocess.run([script, "set-quota", "L-DB2E81BA", "256", "--state-dir", str(state_dir)], check=True,
                    timeout=60, capture_output=True)
-    proxy = FaultProxy(_read_env(state_dir / "env")["AWS_ENDPOINT_URL"]).start()
-    acct = Account(state_dir, _read_env(state_dir / "env"), proxy)
+    proxy = FaultProxy(read_env(state_dir / "env")["AWS_ENDPOINT_URL"]).start()
+    acct = Account(state_dir, read_env(state_dir / "env"), proxy)
     try:
         yield acct
     finally:

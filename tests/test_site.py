@@ -24,7 +24,7 @@ from typing import Any
 
 import boto3
 import pytest
-from helpers import BIN, ROOT
+from helpers import BIN, ROOT, read_env
 
 EMULATOR = ROOT / "scripts" / "aws-emulator"
 ARTIFACTS = ROOT / "artifacts"
@@ -67,16 +67,6 @@ def recaps(output: str) -> list[dict[str, int | str]]:
     """Every PLAY RECAP line of the default callback: host, ok, changed, unreachable, failed."""
     return [{"host": m[0], "ok": int(m[1]), "changed": int(m[2]), "unreachable": int(m[3]), "failed": int(m[4])}
             for m in RECAP.findall(output)]
-
-
-def read_env(path: Path) -> dict[str, str]:
-    env = {}
-    for line in path.read_text().splitlines():
-        line = line.strip().removeprefix("export ")
-        if "=" in line and not line.startswith("#"):
-            key, value = line.split("=", 1)
-            env[key] = value.strip("'\"")
-    return env
 
 
 def make_run(state_dir: Path, extra_vars: dict[str, Any]) -> subprocess.CompletedProcess:
