@@ -192,6 +192,8 @@ def fetch_file(uri: str, dest: str) -> None:
 def put_file(path: str, uri: str, kms_key_id: str | None) -> None:
     if uri.startswith("file://"):
         target = uri[len("file://"):]
+        if os.path.exists(target) and os.path.samefile(path, target):
+            return  # staged as a hard link of this very file (checkpoints restored from a file:// URI)
         os.makedirs(os.path.dirname(target), exist_ok=True)
         shutil.copyfile(path, target)
     else:
