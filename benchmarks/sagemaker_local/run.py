@@ -96,6 +96,7 @@ def report(args: argparse.Namespace, runs: list[tuple[str, dict[str, float]]]) -
     cpu_d, cpu_l = med(r["cpu"] for r in direct), med(r["cpu"] for r in local)
     module = med(r["task"] - r["train"] for r in local)  # what local mode adds around the trainer process
     ansible = med(r["wall"] - r["task"] for r in local)  # ansible-playbook's own start and end
+    total = med(r["wall"] - r["train"] for r in local)  # everything but the trainer process
     rows = "\n".join(
         f"| {i // 2 + 1} | {side} | {r['wall']:.1f} | "
         + (f"{r['task']:.1f} | {r['train']:.1f} | {r['prepare']:.2f} | {r['upload']:.2f} | "
@@ -113,8 +114,9 @@ on both sides; interleaved repetitions (direct, local, local, direct, ...).
 | median of {args.pairs} runs | direct train.py | local mode | local / direct |
 |---|---|---|---|
 | wall time, whole command (s) | {wall_d:.1f} | {wall_l:.1f} | {wall_l / wall_d:.3f} |
-| local mode's own wall time around the trainer (s) | | {module:.2f} | **{1 + module / wall_d:.3f}** |
+| local mode's own wall time around the trainer (s) | | {module:.2f} | {1 + module / wall_d:.3f} |
 | ansible-playbook start and end (s) | | {ansible:.2f} | {1 + ansible / wall_d:.3f} |
+| **overhead: whole command minus the trainer (s)** | | **{total:.2f}** | **{1 + total / wall_d:.3f}** |
 | CPU time, every process (s) | {cpu_d:.1f} | {cpu_l:.1f} | {cpu_l / cpu_d:.3f} |
 
 - *Local mode's own wall time* is the module task's duration (ansible's JSON callback) minus the trainer process's
@@ -122,6 +124,8 @@ on both sides; interleaved repetitions (direct, local, local, direct, ...).
   storing model.tar.gz, and the module's polling. It is measured inside each local run, so the machine's load
   varies little within it; the ratio puts it over the median direct run.
 - *ansible-playbook start and end* is what any task run through ansible-playbook pays.
+- *Overhead* is both together, per local run: its whole wall time minus its trainer process. It is the figure to
+  read: the trainer process is the same program with the same arguments on both sides.
 - The whole-command wall ratio compares runs minutes apart on a shared machine, so it carries that machine's
   swings in load (see the per-run table). CPU time counts every process: for local mode ansible-playbook (which
   also spends CPU while it waits on a long task), the module, the job's supervisor and the trainer.
@@ -137,7 +141,7 @@ Per run (seconds; local phases from the job's secondary status transitions):
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--pairs", type=int, default=3, help="interleaved direct/local pairs")
-    parser.add_argument("--size", type=int, default=2048, help="generated training images")
+    parser.add_argument("--size", type=int, default=8192, help="generated training images")
     parser.add_argument("--epochs", type=int, default=2, help="epochs per run")
     parser.add_argument("--batch-size", type=int, default=64, help="images per step")
     parser.add_argument("--threads", type=int, default=2, help="OMP_NUM_THREADS on both sides")
@@ -160,6 +164,7 @@ def main() -> int:
                 print(f"pair {pair + 1} {side}: {result['wall']:.1f} s", flush=True)
     text = report(args, runs)
     print(text)
+    print(json.dumps({"args": vars(args) | {"output": str(args.output)}, "runs": runs}))
     if args.output:
         args.output.write_text(text)
     return 0
