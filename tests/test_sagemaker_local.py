@@ -231,8 +231,7 @@ def test_real_training_then_endpoint_answers_like_the_handlers(emulator, aws_env
     assert results["Remove"]["changed"] is True and results["Remove again"]["changed"] is False
     assert results["Remove"]["deleted"] == {"endpoint_configs": [updated["endpoint_config_name"]],
                                             "models": [updated["model_name"]]}
-    with pytest.raises(OSError):
-        os.kill(new_info["pid"], 0)
+    assert not _running(new_info)
     with pytest.raises((urllib.error.URLError, ConnectionError)):
         http(url.replace("/invocations", "/ping"))
     assert not (local_dir / "endpoints" / endpoint).exists()
