@@ -244,7 +244,6 @@ from ansible.module_utils.dlfleet_sagemaker import (
     POLL_SECONDS,
     SageMakerError,
     Storage,
-    backend_for,
     check_instance_type,
     check_name,
     check_uri,
@@ -254,9 +253,8 @@ from ansible.module_utils.dlfleet_sagemaker import (
     image_cache_path,
     image_uri,
     is_local,
-    region_of,
     resource_tags,
-    s3_client_factory,
+    run_module,
     sha8,
     snake,
     source_bundle,
@@ -516,21 +514,7 @@ def main() -> None:
         mutually_exclusive=[("variants", "instance_type")],
         required_if=[("state", "present", ("variants", "instance_type"), True)],
     )
-    params = module.params
-    try:
-        local = mode_of(params)
-        region = region_of(module, local)
-        backend = backend_for(module, local)
-        if params["state"] == "present":
-            storage = backend.storage if local else Storage(s3_client_factory(module), params["kms_key_id"])
-            result = ensure_present(backend, storage, params, module.check_mode, region, module.log)
-        else:
-            result = ensure_absent(backend, params, module.check_mode, module.log)
-    except SageMakerError as err:
-        module.fail_json(msg=str(err), error_code=err.code, **err.details)
-    if not module._diff:
-        result.pop("diff", None)
-    module.exit_json(**result)
+    run_module(module, mode_of, ensure_present, ensure_absent, module.log)
 
 
 if __name__ == "__main__":

@@ -337,7 +337,6 @@ from ansible.module_utils.dlfleet_sagemaker import (
     TRAINING_TERMINAL,
     SageMakerError,
     Storage,
-    backend_for,
     check_name,
     check_training_params,
     common_spec,
@@ -349,9 +348,8 @@ from ansible.module_utils.dlfleet_sagemaker import (
     image_uri,
     immutable_mismatch,
     is_local,
-    region_of,
     resource_tags,
-    s3_client_factory,
+    run_module,
     source_bundle,
     training_job_request,
     training_result,
@@ -463,21 +461,7 @@ def main() -> None:
         required_if=[("state", "present", ["entry_point", "instance_type", "output_path"])],
         required_together=[("subnets", "security_group_ids")],
     )
-    params = module.params
-    try:
-        local = is_local(params["instance_type"])
-        region = region_of(module, local)
-        backend = backend_for(module, local)
-        if params["state"] == "present":
-            storage = backend.storage if local else Storage(s3_client_factory(module), params["kms_key_id"])
-            result = ensure_present(backend, storage, params, module.check_mode, region, module.log)
-        else:
-            result = ensure_absent(backend, params, module.check_mode, module.log)
-    except SageMakerError as err:
-        module.fail_json(msg=str(err), error_code=err.code, **err.details)
-    if not module._diff:
-        result.pop("diff", None)
-    module.exit_json(**result)
+    run_module(module, lambda params: is_local(params["instance_type"]), ensure_present, ensure_absent, module.log)
 
 
 if __name__ == "__main__":

@@ -885,5 +885,25 @@ def s3_client_factory(module):
     return lambda: module.client("s3", retry_decorator=aws_retry)
 
 
+def run_module(module, local_of, ensure_present, ensure_absent, log) -> None:
+    """main() of every SageMaker module: pick the backend (AWS or local), call ensure_present/ensure_absent,
+    and answer through exit_json or fail_json. `local_of(params)` says whether the spec runs locally."""
+    params = module.params
+    try:
+        local = local_of(params)
+        region = region_of(module, local)
+        backend = backend_for(module, local)
+        if params["state"] == "present":
+            storage = backend.storage if local else Storage(s3_client_factory(module), params["kms_key_id"])
+            result = ensure_present(backend, storage, params, module.check_mode, region, log)
+        else:
+            result = ensure_absent(backend, params, module.check_mode, log)
+    except SageMakerError as err:
+        module.fail_json(msg=str(err), error_code=err.code, **err.details)
+    if not module._diff:
+        result.pop("diff", None)
+    module.exit_json(**result)
+
+
 def sha8(value: Any) -> str:
     return hashlib.sha256(json.dumps(value, sort_keys=True, default=str).encode()).hexdigest()[:8]
