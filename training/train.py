@@ -53,8 +53,7 @@ COMPLETE_FILE = "COMPLETE"
 METRICS_FILE = "metrics.jsonl"
 # config keys that do not change what is trained: a rerun may differ in these and still resume
 NON_IDENTITY_KEYS = {"data_dir", "test_dir", "output_dir", "model_dir", "checkpoint_dir", "log_interval",
-                     "keep_checkpoints", "gpus", "engine"}
-ENGINES = {"naive": "NaiveEngine", "threaded": "ThreadedEnginePerDevice"}  # --engine -> MXNET_ENGINE_TYPE
+                     "keep_checkpoints", "gpus"}
 
 
 @dataclass
@@ -84,7 +83,6 @@ class Config:
     dtype: str = "float32"  # float32, or bfloat16 (AMP, CPUs with AVX512-BF16/AMX; measure before using)
     hybridize: bool = False  # run the network as a cached graph (static_alloc/static_shape); off: measured slower
     kvstore: str = "local"  # local, device, or dist_sync (MXNet parameter server; launch with training.launch)
-    engine: str = "auto"  # MXNet engine: auto (naive on CPU-only runs: measured 1.6x the threaded one), naive, threaded
     gpus: int = -1  # GPUs to use; -1 = $SM_NUM_GPUS, else all visible; 0 = CPU
     seed: int = 42  # seed for initialisation, shuffling, augmentation
     log_interval: int = 50  # print a progress line every this many batches (0 = never)
@@ -97,8 +95,7 @@ class Config:
 
 
 CHOICES = {"dataset": ("cifar10", "synthetic"), "optimizer": ("nag", "sgd"), "lr_schedule": ("cosine", "step"),
-           "dtype": ("float32", "bfloat16"), "kvstore": ("local", "device", "dist_sync", "dist_device_sync"),
-           "engine": ("auto", "naive", "threaded")}
+           "dtype": ("float32", "bfloat16"), "kvstore": ("local", "device", "dist_sync", "dist_device_sync")}
 
 
 def str2bool(value: str | bool) -> bool:
@@ -280,7 +277,6 @@ class Trainer:
 
     def __init__(self, cfg: Config, out: Path):
         self.cfg, self.out = cfg, out
-        self.engine = select_engine(cfg)  # before the first MXNet operation, which creates the engine
         self.ckpt_root = Path(cfg.checkpoint_dir)
         self.ctx = [mx.gpu(i) for i in range(cfg.gpus)] or [mx.cpu()]
         self.dist = self._dist()
@@ -495,24 +491,8 @@ def _tuplify(value):
     return tuple(_tuplify(v) for v in value) if isinstance(value, list) else value
 
 
-def select_engine(cfg: Config) -> str:
-    """Choose MXNet's execution engine through MXNET_ENGINE_TYPE, which MXNet reads when its first operation runs.
-
-    On CPUs the threaded engine runs every operator on an engine thread whose OpenMP team competes for the cores
-    with the Python thread that issues the operators; the naive engine runs them in the calling thread. Measured on
-    2 cores (benchmarks/trainer_throughput): ResNet-20 v1, batch 128, about 1.6x the images/sec. On GPUs the
-    threaded engine is what keeps kernels queued while Python runs ahead, so auto keeps it there. An explicit
-    --engine wins; under auto, a MXNET_ENGINE_TYPE already set by the user is kept. Returns the engine type."""
-    if cfg.engine != "auto":
-        os.environ["MXNET_ENGINE_TYPE"] = ENGINES[cfg.engine]
-    elif "MXNET_ENGINE_TYPE" not in os.environ:
-        os.environ["MXNET_ENGINE_TYPE"] = ENGINES["naive" if cfg.gpus == 0 else "threaded"]
-    return os.environ["MXNET_ENGINE_TYPE"]
-
-
 def run_facts(cfg: Config, synthetic: bool, source: str, rank: int, num_workers: int) -> dict:
     return {"mxnet": mx.__version__, "numpy": np.__version__, "python": platform.python_version(),
-            "engine": os.environ.get("MXNET_ENGINE_TYPE", "ThreadedEnginePerDevice"),
             "omp_num_threads": os.environ.get("OMP_NUM_THREADS", "unset"), "cpu_count": os.cpu_count(),
             "host": socket.gethostname(), "synthetic_data": synthetic, "data_source": source, "rank": rank,
             "num_workers": num_workers, "contexts": [str(c) for c in ([mx.gpu(i) for i in range(cfg.gpus)] or
@@ -552,7 +532,7 @@ def main(argv: list[str] | None = None, env: dict[str, str] | None = None) -> in
     print(f"training {cfg.model} on {'SYNTHETIC data' if trainer.data.synthetic else 'CIFAR-10'} "
           f"({len(trainer.data.train_labels)} train / {len(trainer.data.test_labels)} test images), "
           f"epochs {start_epoch + 1}..{cfg.epochs}, batch {cfg.batch_size}, {cfg.extra['contexts']}, "
-          f"OMP_NUM_THREADS={cfg.extra['omp_num_threads']}, engine {cfg.extra['engine']}", flush=True)
+          f"OMP_NUM_THREADS={cfg.extra['omp_num_threads']}", flush=True)
     write_metrics(out, trainer.history)
     final = trainer.run(start_epoch) if start_epoch < cfg.epochs else trainer.history[-1]
     export_model(trainer.inference_copy(), Path(cfg.model_dir), trainer.data.label_names, trainer.ctx[0])

@@ -15,8 +15,7 @@ while CPU-seconds measure the work each needs per image.
 (a)  our trainer's training loop (training.train.Trainer.train_epoch): batch sampling, augmentation, copy in,
      forward, backward, step, metrics.
 (b)  the GluonCV recipe, hybridized (its documented command line) and imperative (the script without --mode).
-(c)  forward, backward and step on one resident batch, imperative and hybridized; the faster is the limit. It runs
-     on the engine that (a) uses; once more on MXNet's default threaded engine, to show what that choice is worth.
+(c)  forward, backward and step on one resident batch, imperative and hybridized; the faster is the limit.
 
 With --full-epoch, it then trains one real epoch on a full-size (50,000-image) synthetic set through the CLI
 (`python -m training.train`, defaults otherwise) and reports that epoch's seconds from its metrics.jsonl.
@@ -37,15 +36,10 @@ from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parents[1]
-# name: (variants.py variant, mode, MXNet engine). The trainer picks its engine itself (--engine auto: the naive
-# engine on CPUs); the recipe runs as its script does, on MXNet's default threaded engine; the bare limit runs on
-# the trainer's engine (the limit of compute as (a) runs it), and once on the default engine to show what the
-# engine choice is worth.
-NAIVE, THREADED = "NaiveEngine", "ThreadedEnginePerDevice"
-VARIANTS = {"a_trainer": ("trainer", "imperative", None), "b_recipe_hybrid": ("recipe", "hybrid", THREADED),
-            "b_recipe_imperative": ("recipe", "imperative", THREADED),
-            "c_bare_imperative": ("bare", "imperative", NAIVE), "c_bare_hybrid": ("bare", "hybrid", NAIVE),
-            "c_bare_imperative_threaded": ("bare", "imperative", THREADED)}
+# name: (variants.py variant, mode)
+VARIANTS = {"a_trainer": ("trainer", "imperative"), "b_recipe_hybrid": ("recipe", "hybrid"),
+            "b_recipe_imperative": ("recipe", "imperative"), "c_bare_imperative": ("bare", "imperative"),
+            "c_bare_hybrid": ("bare", "hybrid")}
 OTHERS = [name for name in VARIANTS if name != "a_trainer"]
 
 
@@ -53,10 +47,8 @@ class Variant:
     """One variant's process; `burst(k)` runs k timed steps in it and returns (images, seconds)."""
 
     def __init__(self, name: str, data_dir: Path, size: int, env: dict[str, str], work: Path):
-        variant, mode, engine = VARIANTS[name]
+        variant, mode = VARIANTS[name]
         self.name = name
-        env = {k: v for k, v in env.items() if k != "MXNET_ENGINE_TYPE"} | ({"MXNET_ENGINE_TYPE": engine} if engine
-                                                                             else {})
         self.proc = subprocess.Popen(
             [sys.executable, str(HERE / "variants.py"), variant, "--data-dir", str(data_dir), "--mode", mode,
              "--size", str(size), "--work", str(work / name)],
@@ -100,12 +92,11 @@ def measure_full_epoch(work: Path, env: dict[str, str]) -> dict:
     subprocess.run([sys.executable, "-m", "training.train", "--dataset", "synthetic", "--data-dir",
                     str(work / "data50k"), "--synthetic-size", "50000", "--epochs", "1", "--output-dir", str(out),
                     "--log-interval", "100"],
-                   cwd=ROOT, env={k: v for k, v in env.items() if k != "MXNET_ENGINE_TYPE"}, check=True)
+                   cwd=ROOT, env=env, check=True)
     metrics = json.loads((out / "metrics.jsonl").read_text().splitlines()[-1])
-    config = json.loads((out / "config.json").read_text())
     return {"seconds": metrics["seconds"], "train_seconds": metrics["train_seconds"],
             "images_per_sec": metrics["images_per_sec"], "val_acc": metrics["val_acc"],
-            "engine": config["extra"]["engine"], "synthetic_data": True}
+            "synthetic_data": True}
 
 
 def main() -> int:
@@ -157,10 +148,7 @@ def main() -> int:
               "a/c (faster bare mode)": [min(ci, ch) for ci, ch in zip(ratios_to_a["c_bare_imperative"],
                                                                        ratios_to_a["c_bare_hybrid"], strict=True)],
               "c imperative / c hybrid": [ch / ci for ci, ch in zip(ratios_to_a["c_bare_imperative"],
-                                                                    ratios_to_a["c_bare_hybrid"], strict=True)],
-              "c naive engine / c threaded engine": [
-                  ct / ci for ci, ct in zip(ratios_to_a["c_bare_imperative"], ratios_to_a["c_bare_imperative_threaded"],
-                                            strict=True)]}
+                                                                    ratios_to_a["c_bare_hybrid"], strict=True)]}
     medians = {k: statistics.median(v) for k, v in ratios.items()}
     overall = {name: images / wall for name, (images, wall, _) in totals.items()}
     per_cpu = {name: images / cpu for name, (images, _, cpu) in totals.items()}
@@ -168,9 +156,7 @@ def main() -> int:
                   "a/b (recipe without --mode, imperative)": per_cpu["a_trainer"] / per_cpu["b_recipe_imperative"],
                   "a/c (faster bare mode)": per_cpu["a_trainer"] / max(per_cpu["c_bare_imperative"],
                                                                       per_cpu["c_bare_hybrid"]),
-                  "c imperative / c hybrid": per_cpu["c_bare_imperative"] / per_cpu["c_bare_hybrid"],
-                  "c naive engine / c threaded engine": per_cpu["c_bare_imperative"]
-                  / per_cpu["c_bare_imperative_threaded"]}
+                  "c imperative / c hybrid": per_cpu["c_bare_imperative"] / per_cpu["c_bare_hybrid"]}
     epoch_estimate = 50000 / overall["a_trainer"] + 10000 * eval_per_image
     full_epoch = measure_full_epoch(args.work, env) if args.full_epoch else None
     report = {
@@ -201,7 +187,7 @@ def main() -> int:
     if full_epoch:
         print(f"  full 50k-image epoch (measured, one real epoch through the CLI): {full_epoch['seconds']:.0f} s "
               f"({full_epoch['images_per_sec']:.0f} img/s training, validation accuracy {full_epoch['val_acc']:.3f} "
-              f"on SYNTHETIC data, engine {full_epoch['engine']})")
+              f"on SYNTHETIC data)")
     print(f"results: {args.results}")
     return 0
 
