@@ -197,7 +197,18 @@ def _teardown_section(data: dict[str, Any]) -> list[str]:
                f"({', '.join(f'{n} {k}' for k, n in sorted(kinds.items())) or 'none'}).")
     left = ", ".join(f"{r.get('type')} {r.get('id')}" for r in remaining) or NOTHING
     out.append(f"Left behind, tagged with the fleet: **{left}**.")
+    s3 = td.get("s3") or {}
+    if s3.get("kept"):
+        out.append(f"S3: the run's data and model under `{s3.get('prefix')}` were kept (set `teardown_s3_prefix: "
+                   "true` to remove them with the fleet).")
+    elif s3:
+        out.append(f"S3: removed {s3.get('removed_objects')} object(s) ({_mib(s3.get('removed_bytes'))}) under "
+                   f"`s3://{s3.get('bucket')}/{s3.get('prefix')}`; left there: **{s3.get('remaining_objects')}**.")
     return out
+
+
+def _mib(size: Any) -> str:
+    return f"{int(size or 0) / 2**20:.1f} MiB"
 
 
 def render(artifacts: Path, now: datetime | None = None) -> tuple[str, dict[str, Any]]:

@@ -236,6 +236,9 @@ def test_report_holds_every_section_with_this_runs_figures(site_run: SiteRun) ->
     assert {"instances", "key_pairs", "security_groups"} <= kinds, teardown["removed"]
     assert teardown["remaining"] == []
     assert "Left behind, tagged with the fleet: **nothing**." in part
+    s3 = teardown["s3"]   # make run also removes the run's S3 prefix: data, model, checkpoints
+    assert s3["kept"] is False and s3["removed_objects"] >= 7 and s3["remaining_objects"] == 0, s3
+    assert f"S3: removed {s3['removed_objects']} object(s)" in part and "left there: **0**" in part
     assert (art / "COMPLETE").is_file()
 
 
@@ -256,9 +259,11 @@ def test_nothing_tagged_with_the_fleet_is_left(site_run: SiteRun) -> None:
     _ok(site_run)
     assert site_run.leftovers == {k: [] for k in site_run.leftovers}, site_run.leftovers
     # The tagging API's view of the account: only records that cost nothing stay, i.e. the terminated
-    # instances, and the bucket that every run of the account shares (teardown keeps the data and the model).
+    # instances, and the bucket that every run of the account shares, empty of this run's prefix.
     bucket = json.loads((site_run.artifacts / "sagemaker" / "training_job.json").read_text())["model_artifact"]
     bucket = bucket.removeprefix("s3://").split("/", 1)[0]
+    left = site_run.client("s3").list_objects_v2(Bucket=bucket, Prefix=f"{site_run.fleet}/")
+    assert left.get("KeyCount", 0) == 0, [o["Key"] for o in left.get("Contents", [])]
     terminated = {f"arn:aws:ec2:us-east-1:123456789012:instance/{i['InstanceId']}"
                   for r in site_run.client("ec2").describe_instances(Filters=[
                       {"Name": f"tag:{TAG_FLEET}", "Values": [site_run.fleet]},

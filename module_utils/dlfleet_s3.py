@@ -1,0 +1,83 @@
+# S3 calls for dlfleet modules: list everything under a key prefix (every version) and delete it in batches.
+# Thin wrappers, one per AWS call; "no such bucket" is decided here once.
+from __future__ import annotations
+
+from typing import Any
+
+from ansible.module_utils.dlfleet_aws import aws_retry, error_code
+
+DELETE_BATCH = 1000  # the most keys one DeleteObjects request takes
+MISSING_BUCKET_CODES = ("NoSuchBucket", "404", "NotFound")
+
+
+def normalize_prefix(prefix: str | None) -> str:
+    """'run-1', '/run-1/' -> 'run-1/'. A prefix is a folder: 'run-1' must not also take 'run-10/'. Raises ValueError
+    for what would reach beyond one run's folder (empty, '/', wildcards)."""
+    cleaned = (prefix or "").strip().strip("/")
+    if not cleaned:
+        raise ValueError(f"prefix {prefix!r} would select the whole bucket; give the run's folder, for example "
+                         "run-20261126T1400")
+    if any(c in cleaned for c in "*?["):
+        raise ValueError(f"prefix {prefix!r} holds a wildcard; S3 prefixes are literal, give the folder name itself")
+    return cleaned + "/"
+
+
+def bucket_versioning(s3, bucket: str) -> str | None:
+    """'Enabled', 'Suspended', or '' for a bucket that never had versioning; None when the bucket does not exist."""
+    try:
+        return aws_retry(s3.get_bucket_versioning)(Bucket=bucket).get("Status", "")
+    except Exception as err:
+        if error_code(err) in MISSING_BUCKET_CODES:
+            return None
+        raise
+
+
+def list_versions(s3, bucket: str, prefix: str) -> list[dict[str, Any]] | None:
+    """Every object version and delete marker under `prefix` (an unversioned bucket lists each object once, with
+    version id 'null'), as {key, version_id, size, delete_marker}; None when the bucket does not exist."""
+    found: list[dict[str, Any]] = []
+    paginator = s3.get_paginator("list_object_versions")
+    try:
+        pages = aws_retry(lambda: list(paginator.paginate(Bucket=bucket, Prefix=prefix)))()
+    except Exception as err:
+        if error_code(err) in MISSING_BUCKET_CODES:
+            return None
+        raise
+    for page in pages:
+        for version in page.get("Versions", []):
+            found.append({"key": version["Key"], "version_id": version.get("VersionId") or "null",
+                          "size": int(version.get("Size", 0)), "delete_marker": False})
+        for marker in page.get("DeleteMarkers", []):
+            found.append({"key": marker["Key"], "version_id": marker.get("VersionId") or "null", "size": 0,
+                          "delete_marker": True})
+    return found
+
+
+def list_current(s3, bucket: str, prefix: str) -> list[dict[str, Any]] | None:
+    """The current objects under `prefix` (what a versioned bucket shows), as {key, size}; None without bucket."""
+    found: list[dict[str, Any]] = []
+    paginator = s3.get_paginator("list_objects_v2")
+    try:
+        pages = aws_retry(lambda: list(paginator.paginate(Bucket=bucket, Prefix=prefix)))()
+    except Exception as err:
+        if error_code(err) in MISSING_BUCKET_CODES:
+            return None
+        raise
+    for page in pages:
+        found += [{"key": obj["Key"], "size": int(obj.get("Size", 0))} for obj in page.get("Contents", [])]
+    return found
+
+
+def delete_batch(s3, bucket: str, items: list[dict[str, Any]], with_versions: bool) -> list[str]:
+    """Delete `items` (at most DELETE_BATCH) in one DeleteObjects request; returns the per-key errors S3 gave."""
+    objects = [{"Key": i["key"], "VersionId": i["version_id"]} if with_versions else {"Key": i["key"]}
+               for i in items]
+    response = aws_retry(s3.delete_objects)(Bucket=bucket, Delete={"Objects": objects, "Quiet": True})
+    return [f"{e.get('Key')}: {e.get('Code')} {e.get('Message', '')}".strip() for e in response.get("Errors", [])]
+
+
+def delete_all(s3, bucket: str, items: list[dict[str, Any]], with_versions: bool) -> list[str]:
+    errors: list[str] = []
+    for start in range(0, len(items), DELETE_BATCH):
+        errors += delete_batch(s3, bucket, items[start:start + DELETE_BATCH], with_versions)
+    return errors
