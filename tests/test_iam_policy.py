@@ -95,6 +95,8 @@ def iam_action(entry: dict[str, Any]) -> str:
 def s3_resource(entry: dict[str, Any]) -> str:
     """The S3 ARN a logged request acts on (path-style: /bucket[/key])."""
     bucket, _, key = entry["path"].lstrip("/").partition("/")
+    if entry["action"] == "DeleteObjects":  # POST /bucket?delete: IAM checks s3:DeleteObject on each key in the body
+        return f"arn:aws:s3:::{bucket}/*"
     return f"arn:aws:s3:::{bucket}/{key}" if key else f"arn:aws:s3:::{bucket}"
 
 
