@@ -4,10 +4,11 @@
     cd training && python train.py --epochs 2 ...        (SageMaker entry point; SM_* variables honoured)
 
 Measured (benchmarks/trainer_throughput; ResNet-20 v1, batch 128, OMP_NUM_THREADS=2, 2 shared Xeon vCPUs with
-AVX-512/AMX, Python 3.11, mxnet 1.9.1 CPU/MKLDNN, numpy 1.23.5; interleaved with the baselines at load 6-15, two
-runs): 1.89-2.21x the GluonCV recipe's img/s as documented (hybridized; 2.04-2.07x by CPU-seconds), 0.86-0.90x
-the bare forward/backward/step loop. Imperative is the default: hybridize measured 1.6-1.75x more CPU per image.
-Details and caveats (the recipe run imperative is about as fast) in training/README.md.
+AVX-512/AMX, Python 3.11, mxnet 1.9.1 CPU/MKLDNN, numpy 1.23.5; interleaved with the baselines): 0.92-0.97x the
+bare forward/backward/step loop at load 1-2 (0.86x at load 6-15); 1.5-1.6x the GluonCV recipe's img/s as
+documented (hybridized) at load 1-2, 1.9-2.2x at load 6-15; about 1.0x the recipe run imperative, which already
+runs at the compute limit. Imperative is the default: hybridize measured 1.3x slower (1.6x more CPU per image).
+A full 50k-image synthetic epoch: 138 s. Details in training/README.md.
 
 Outputs in --output-dir: metrics.jsonl (one line per epoch), curves.png, config.json, the exported model
 (model-symbol.json, model-0000.params, model-shapes.json, synset.txt; in --model-dir when that differs) and
