@@ -36,7 +36,7 @@ lint: $(VENV)/.installed
 	@echo "lint: ok"
 
 test-unit: venv
-	PATH="$(BIN):$$PATH" $(BIN)/pytest -q tests --ignore=tests/training
+	PATH="$(BIN):$$PATH" $(BIN)/pytest -q --durations=15 tests --ignore=tests/training
 
 test-training: $(TVENV)/.installed
 	$(TBIN)/pytest -q tests/training

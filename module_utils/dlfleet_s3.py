@@ -32,17 +32,24 @@ def bucket_versioning(s3, bucket: str) -> str | None:
         raise
 
 
-def list_versions(s3, bucket: str, prefix: str) -> list[dict[str, Any]] | None:
-    """Every object version and delete marker under `prefix` (an unversioned bucket lists each object once, with
-    version id 'null'), as {key, version_id, size, delete_marker}; None when the bucket does not exist."""
-    found: list[dict[str, Any]] = []
-    paginator = s3.get_paginator("list_object_versions")
+def _pages(s3, operation: str, bucket: str, prefix: str) -> list[dict[str, Any]] | None:
+    """Every page of a paginated listing under `prefix`; None when the bucket does not exist."""
+    paginator = s3.get_paginator(operation)
     try:
-        pages = aws_retry(lambda: list(paginator.paginate(Bucket=bucket, Prefix=prefix)))()
+        return aws_retry(lambda: list(paginator.paginate(Bucket=bucket, Prefix=prefix)))()
     except Exception as err:
         if error_code(err) in MISSING_BUCKET_CODES:
             return None
         raise
+
+
+def list_versions(s3, bucket: str, prefix: str) -> list[dict[str, Any]] | None:
+    """Every object version and delete marker under `prefix`, as {key, version_id, size, delete_marker}; None when
+    the bucket does not exist."""
+    pages = _pages(s3, "list_object_versions", bucket, prefix)
+    if pages is None:
+        return None
+    found: list[dict[str, Any]] = []
     for page in pages:
         for version in page.get("Versions", []):
             found.append({"key": version["Key"], "version_id": version.get("VersionId") or "null",
@@ -55,17 +62,10 @@ def list_versions(s3, bucket: str, prefix: str) -> list[dict[str, Any]] | None:
 
 def list_current(s3, bucket: str, prefix: str) -> list[dict[str, Any]] | None:
     """The current objects under `prefix` (what a versioned bucket shows), as {key, size}; None without bucket."""
-    found: list[dict[str, Any]] = []
-    paginator = s3.get_paginator("list_objects_v2")
-    try:
-        pages = aws_retry(lambda: list(paginator.paginate(Bucket=bucket, Prefix=prefix)))()
-    except Exception as err:
-        if error_code(err) in MISSING_BUCKET_CODES:
-            return None
-        raise
-    for page in pages:
-        found += [{"key": obj["Key"], "size": int(obj.get("Size", 0))} for obj in page.get("Contents", [])]
-    return found
+    pages = _pages(s3, "list_objects_v2", bucket, prefix)
+    if pages is None:
+        return None
+    return [{"key": obj["Key"], "size": int(obj.get("Size", 0))} for page in pages for obj in page.get("Contents", [])]
 
 
 def delete_batch(s3, bucket: str, items: list[dict[str, Any]], with_versions: bool) -> list[str]:
