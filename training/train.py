@@ -54,8 +54,7 @@ COMPLETE_FILE = "COMPLETE"
 METRICS_FILE = "metrics.jsonl"
 # config keys that do not change what is trained: a rerun may differ in these and still resume
 NON_IDENTITY_KEYS = {"data_dir", "test_dir", "output_dir", "model_dir", "checkpoint_dir", "log_interval",
-                     "keep_checkpoints", "gpus", "cpu_contexts"}
-THREAD_BUDGET_ENV = "DLFLEET_THREAD_BUDGET"  # the CPU threads the whole run may use, kept across the re-exec
+                     "keep_checkpoints", "gpus"}
 
 
 @dataclass
@@ -86,7 +85,6 @@ class Config:
     hybridize: bool = False  # run the network as a cached graph (static_alloc/static_shape); off: measured slower
     kvstore: str = "local"  # local, device, or dist_sync (MXNet parameter server; launch with training.launch)
     gpus: int = -1  # GPUs to use; -1 = $SM_NUM_GPUS, else all visible; 0 = CPU
-    cpu_contexts: int = 0  # CPU runs: batch split over this many contexts, threads shared out; 0 = auto (see plan)
     seed: int = 42  # seed for initialisation, shuffling, augmentation
     log_interval: int = 50  # print a progress line every this many batches (0 = never)
     limit_batches: int = 0  # stop each epoch after this many batches (0 = full epochs; for smoke tests/benchmarks)
@@ -205,8 +203,6 @@ def _validate(cfg: Config, parser: argparse.ArgumentParser) -> None:
         parser.error(f"--lr {cfg.lr}: must be positive")
     if cfg.dtype == "bfloat16" and cfg.gpus > 0:
         parser.error("--dtype bfloat16 is for CPUs; use float32 on GPUs")
-    if not 0 <= cfg.cpu_contexts <= cfg.batch_size:
-        parser.error(f"--cpu-contexts {cfg.cpu_contexts}: give 0 (auto) or 1 to --batch-size ({cfg.batch_size})")
 
 
 # -------------------------------------------------------------------------------------------------- schedule
@@ -283,7 +279,7 @@ class Trainer:
     def __init__(self, cfg: Config, out: Path):
         self.cfg, self.out = cfg, out
         self.ckpt_root = Path(cfg.checkpoint_dir)
-        self.ctx = [mx.gpu(i) for i in range(cfg.gpus)] or [mx.cpu(i) for i in range(cpu_plan(cfg)[0])]
+        self.ctx = [mx.gpu(i) for i in range(cfg.gpus)] or [mx.cpu()]
         self.dist = self._dist()
         self.rank, self.num_workers = (self.dist.rank, self.dist.num_workers) if self.dist else (0, 1)
         self.rng = np.random.default_rng([cfg.seed, self.rank])
@@ -460,9 +456,8 @@ class Trainer:
         correct = mx.nd.zeros((1,), ctx=self.ctx[0])
         images, labels = self.data.test_images, self.data.test_labels
         for x, y in data.iterate_batches(images, labels, 256, None, self.augmenter, drop_last=False):
-            ctx = self.ctx[:len(y)]  # a last batch smaller than the number of devices
-            xs = gluon.utils.split_and_load(x, ctx, even_split=False)
-            ys = gluon.utils.split_and_load(y, ctx, even_split=False)
+            xs = gluon.utils.split_and_load(x, self.ctx, even_split=False)
+            ys = gluon.utils.split_and_load(y, self.ctx, even_split=False)
             for xi, yi in zip(xs, ys, strict=True):
                 correct += (net(xi).argmax(axis=1) == yi).sum().as_in_context(self.ctx[0])
         return float(correct.asscalar()) / len(labels)
@@ -497,49 +492,12 @@ def _tuplify(value):
     return tuple(_tuplify(v) for v in value) if isinstance(value, list) else value
 
 
-def thread_budget() -> int:
-    """CPU threads the run may use: OMP_NUM_THREADS as the user set it (kept in DLFLEET_THREAD_BUDGET across the
-    re-exec that shares it out), else the CPUs this process may run on."""
-    for value in (os.environ.get(THREAD_BUDGET_ENV), os.environ.get("OMP_NUM_THREADS")):
-        if value and value.strip().isdigit() and int(value) > 0:
-            return int(value)
-    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
-
-
-def cpu_plan(cfg: Config) -> tuple[int, int]:
-    """(contexts, OpenMP threads per context) for a CPU run.
-
-    MKLDNN's convolutions on CIFAR-sized tensors use a second OpenMP thread poorly: measured side by side on 2 cores
-    (ResNet-20 v1, batch 128), one context with 2 threads ran 0.7-0.9x as fast as two contexts of one thread each,
-    which MXNet's engine runs at the same time, each on half of the batch (as Gluon does with several GPUs;
-    BatchNorm statistics are then per half batch). Auto: one context per 64 images of the batch, at most one per
-    thread of the budget."""
-    budget = thread_budget()
-    contexts = cfg.cpu_contexts or max(1, min(budget, cfg.batch_size // 64))
-    return contexts, max(1, budget // contexts)
-
-
-def reexec_for_threads(cfg: Config) -> None:
-    """OpenMP reads its thread count when MXNet loads, so a CPU run whose plan needs another OMP_NUM_THREADS than
-    this process has starts itself again, once, with it (the budget stays in DLFLEET_THREAD_BUDGET)."""
-    if cfg.gpus > 0:
-        return
-    contexts, threads = cpu_plan(cfg)
-    if contexts == 1 or os.environ.get("OMP_NUM_THREADS") == str(threads):
-        return
-    env = {**os.environ, THREAD_BUDGET_ENV: str(thread_budget()), "OMP_NUM_THREADS": str(threads)}
-    sys.stdout.flush()
-    sys.stderr.flush()
-    os.execve(sys.executable, [sys.executable, *sys.orig_argv[1:]], env)
-
-
 def run_facts(cfg: Config, synthetic: bool, source: str, rank: int, num_workers: int) -> dict:
     return {"mxnet": mx.__version__, "numpy": np.__version__, "python": platform.python_version(),
             "omp_num_threads": os.environ.get("OMP_NUM_THREADS", "unset"), "cpu_count": os.cpu_count(),
             "host": socket.gethostname(), "synthetic_data": synthetic, "data_source": source, "rank": rank,
-            "num_workers": num_workers, "thread_budget": thread_budget(),
-            "contexts": [str(c) for c in ([mx.gpu(i) for i in range(cfg.gpus)] or
-                                          [mx.cpu(i) for i in range(cpu_plan(cfg)[0])])]}
+            "num_workers": num_workers, "contexts": [str(c) for c in ([mx.gpu(i) for i in range(cfg.gpus)] or
+                                                                       [mx.cpu()])]}
 
 
 def finished(out: Path, cfg: Config) -> bool:
@@ -568,8 +526,6 @@ def main(argv: list[str] | None = None, env: dict[str, str] | None = None) -> in
     out.mkdir(parents=True, exist_ok=True)
     if finished(out, cfg):
         return 0
-    if argv is None:  # a command-line run (not main() called in-process): share the threads out, see cpu_plan
-        reexec_for_threads(cfg)
     trainer = Trainer(cfg, out)
     cfg.extra = run_facts(cfg, trainer.data.synthetic, trainer.data.source, trainer.rank, trainer.num_workers)
     checkpoint.atomic_write_json(out / "config.json", asdict(cfg))
@@ -577,7 +533,7 @@ def main(argv: list[str] | None = None, env: dict[str, str] | None = None) -> in
     print(f"training {cfg.model} on {'SYNTHETIC data' if trainer.data.synthetic else 'CIFAR-10'} "
           f"({len(trainer.data.train_labels)} train / {len(trainer.data.test_labels)} test images), "
           f"epochs {start_epoch + 1}..{cfg.epochs}, batch {cfg.batch_size}, {cfg.extra['contexts']}, "
-          f"OMP_NUM_THREADS={cfg.extra['omp_num_threads']} of {cfg.extra['thread_budget']}", flush=True)
+          f"OMP_NUM_THREADS={cfg.extra['omp_num_threads']}", flush=True)
     write_metrics(out, trainer.history)
     final = trainer.run(start_epoch) if start_epoch < cfg.epochs else trainer.history[-1]
     export_model(trainer.inference_copy(), Path(cfg.model_dir), trainer.data.label_names, trainer.ctx[0])

@@ -15,8 +15,7 @@ while CPU-seconds measure the work each needs per image.
 (a)  our trainer's training loop (training.train.Trainer.train_epoch): batch sampling, augmentation, copy in,
      forward, backward, step, metrics.
 (b)  the GluonCV recipe, hybridized (its documented command line) and imperative (the script without --mode).
-(c)  forward, backward and step on one resident batch, imperative and hybridized on one context with all the
-     threads, and imperative split over the trainer's CPU contexts; the fastest of the three is the limit.
+(c)  forward, backward and step on one resident batch, imperative and hybridized; the faster is the limit.
 
 With --full-epoch, it then trains one real epoch on a full-size (50,000-image) synthetic set through the CLI
 (`python -m training.train`, defaults otherwise) and reports that epoch's seconds from its metrics.jsonl.
@@ -37,31 +36,22 @@ from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parents[1]
-# name: (variants.py variant, mode, runs with the trainer's CPU plan). With the plan, a variant gets the OpenMP
-# threads per context that the trainer chooses from the same thread budget (training.train.cpu_plan), and the bare
-# loop splits the batch over the same contexts; the others get the whole budget as OMP_NUM_THREADS, one context.
-VARIANTS = {"a_trainer": ("trainer", "imperative", True), "b_recipe_hybrid": ("recipe", "hybrid", False),
-            "b_recipe_imperative": ("recipe", "imperative", False),
-            "c_bare_imperative": ("bare", "imperative", False), "c_bare_hybrid": ("bare", "hybrid", False),
-            "c_bare_split": ("bare", "imperative", True)}
-BARE = ("c_bare_imperative", "c_bare_hybrid", "c_bare_split")
+# name: (variants.py variant, mode)
+VARIANTS = {"a_trainer": ("trainer", "imperative"), "b_recipe_hybrid": ("recipe", "hybrid"),
+            "b_recipe_imperative": ("recipe", "imperative"), "c_bare_imperative": ("bare", "imperative"),
+            "c_bare_hybrid": ("bare", "hybrid")}
 OTHERS = [name for name in VARIANTS if name != "a_trainer"]
 
 
 class Variant:
     """One variant's process; `burst(k)` runs k timed steps in it and returns (images, seconds)."""
 
-    def __init__(self, name: str, data_dir: Path, size: int, env: dict[str, str], work: Path,
-                 plan: tuple[int, int]):
-        variant, mode, planned = VARIANTS[name]
+    def __init__(self, name: str, data_dir: Path, size: int, env: dict[str, str], work: Path):
+        variant, mode = VARIANTS[name]
         self.name = name
-        contexts = 1
-        if planned:
-            contexts = plan[0]
-            env = {**env, "DLFLEET_THREAD_BUDGET": env["OMP_NUM_THREADS"], "OMP_NUM_THREADS": str(plan[1])}
         self.proc = subprocess.Popen(
             [sys.executable, str(HERE / "variants.py"), variant, "--data-dir", str(data_dir), "--mode", mode,
-             "--size", str(size), "--work", str(work / name), "--contexts", str(contexts)],
+             "--size", str(size), "--work", str(work / name)],
             cwd=ROOT, env=env, text=True, stdin=subprocess.PIPE, stdout=subprocess.PIPE)
 
     def _ask(self, command: str | None, expect: str) -> list[str]:
@@ -121,15 +111,12 @@ def main() -> int:
     args = parser.parse_args()
 
     sys.path.insert(0, str(ROOT))
-    from training import data, train
+    from training import data
 
     data_dir = data.ensure_synthetic(args.work / "data", args.size)
     env = {**os.environ, "OMP_NUM_THREADS": str(args.threads), "PYTHONUNBUFFERED": "1"}
-    os.environ.pop("DLFLEET_THREAD_BUDGET", None)
-    os.environ["OMP_NUM_THREADS"] = str(args.threads)
-    plan = train.cpu_plan(train.Config(batch_size=128, gpus=0))  # (contexts, threads per context) of the trainer
     load_before = os.getloadavg()
-    variants = {name: Variant(name, data_dir, args.size, env, args.work, plan) for name in VARIANTS}
+    variants = {name: Variant(name, data_dir, args.size, env, args.work) for name in VARIANTS}
     try:
         for v in variants.values():
             v.ready()
@@ -158,19 +145,18 @@ def main() -> int:
 
     ratios = {"a/b (recipe as documented, hybrid)": ratios_to_a["b_recipe_hybrid"],
               "a/b (recipe without --mode, imperative)": ratios_to_a["b_recipe_imperative"],
-              "a/c (fastest bare mode)": [min(rounds) for rounds in zip(*(ratios_to_a[c] for c in BARE), strict=True)],
+              "a/c (faster bare mode)": [min(ci, ch) for ci, ch in zip(ratios_to_a["c_bare_imperative"],
+                                                                       ratios_to_a["c_bare_hybrid"], strict=True)],
               "c imperative / c hybrid": [ch / ci for ci, ch in zip(ratios_to_a["c_bare_imperative"],
-                                                                    ratios_to_a["c_bare_hybrid"], strict=True)],
-              "c split over contexts / c one context": [ci / cs for ci, cs in zip(
-                  ratios_to_a["c_bare_imperative"], ratios_to_a["c_bare_split"], strict=True)]}
+                                                                    ratios_to_a["c_bare_hybrid"], strict=True)]}
     medians = {k: statistics.median(v) for k, v in ratios.items()}
     overall = {name: images / wall for name, (images, wall, _) in totals.items()}
     per_cpu = {name: images / cpu for name, (images, _, cpu) in totals.items()}
     cpu_ratios = {"a/b (recipe as documented, hybrid)": per_cpu["a_trainer"] / per_cpu["b_recipe_hybrid"],
                   "a/b (recipe without --mode, imperative)": per_cpu["a_trainer"] / per_cpu["b_recipe_imperative"],
-                  "a/c (fastest bare mode)": per_cpu["a_trainer"] / max(per_cpu[c] for c in BARE),
-                  "c imperative / c hybrid": per_cpu["c_bare_imperative"] / per_cpu["c_bare_hybrid"],
-                  "c split over contexts / c one context": per_cpu["c_bare_split"] / per_cpu["c_bare_imperative"]}
+                  "a/c (faster bare mode)": per_cpu["a_trainer"] / max(per_cpu["c_bare_imperative"],
+                                                                      per_cpu["c_bare_hybrid"]),
+                  "c imperative / c hybrid": per_cpu["c_bare_imperative"] / per_cpu["c_bare_hybrid"]}
     epoch_estimate = 50000 / overall["a_trainer"] + 10000 * eval_per_image
     full_epoch = measure_full_epoch(args.work, env) if args.full_epoch else None
     report = {
@@ -180,8 +166,7 @@ def main() -> int:
         "full_epoch_note": "estimated from partial epochs: 50000 / (a) img/s + 10000 test images x measured "
                            "evaluation seconds per image",
         "full_epoch_measured": full_epoch,
-        "setup": {"omp_num_threads": args.threads, "trainer_cpu_plan": {"contexts": plan[0], "threads_each": plan[1]},
-                  "batch_size": 128, "model": "resnet20_v1", "rounds": args.rounds,
+        "setup": {"omp_num_threads": args.threads, "batch_size": 128, "model": "resnet20_v1", "rounds": args.rounds,
                   "timed_batches_per_burst": args.batches, "synthetic_size": args.size,
                   "cpu": cpu_model(), "cpu_count": os.cpu_count(), "python": platform.python_version(),
                   **{pkg: metadata.version(pkg) for pkg in ("mxnet", "numpy", "gluoncv")},

@@ -20,8 +20,7 @@ recipe: what an ML engineer writes from GluonCV's CIFAR-10 training script (scri
         the network trains, as they do through an epoch. The sampler (random order, as shuffle=True) ends each
         pass with the burst, so no worker is still busy when the next variant's burst starts.
 bare:   the compute limit: forward, backward and trainer step of our ResNet-20 v1 on one resident batch of
-        normalised images, no data pipeline, nothing read back but a wait for the step to finish; with --contexts N
-        the batch is split over N CPU contexts, as the trainer does on CPUs (training.train.cpu_plan).
+        normalised images, no data pipeline, nothing read back but a wait for the step to finish.
 """
 from __future__ import annotations
 
@@ -149,31 +148,26 @@ def recipe(data_dir: Path, mode: str):
     return burst
 
 
-def bare(data_dir: Path, mode: str, contexts: int = 1):
+def bare(data_dir: Path, mode: str):
     cifar = data.load(data_dir)
-    ctx = [mx.cpu(i) for i in range(contexts)]
     x = mx.nd.array(data.BatchAugmenter().normalize(cifar.train_images[:BATCH]))
     y = mx.nd.array(cifar.train_labels[:BATCH].astype(np.float32))  # real, mixed labels (no denormal trap)
-    xs, ys = gluon.utils.split_and_load(x, ctx), gluon.utils.split_and_load(y, ctx)
     net = models.get_model("resnet20_v1")
-    net.initialize(mx.init.Xavier(rnd_type="gaussian", factor_type="in", magnitude=2), ctx=ctx)
-    for xi in xs:
-        net(xi[:1])
+    net.initialize(mx.init.Xavier(rnd_type="gaussian", factor_type="in", magnitude=2))
+    net(x[:1])
     if mode == "hybrid":
         net.hybridize(static_alloc=True, static_shape=True)
-    trainer = gluon.Trainer(net.collect_params(), "nag", {"learning_rate": 0.1, "wd": 1e-4, "momentum": 0.9},
-                            kvstore="local")
+    trainer = gluon.Trainer(net.collect_params(), "nag", {"learning_rate": 0.1, "wd": 1e-4, "momentum": 0.9})
     loss_fn = gluon.loss.SoftmaxCrossEntropyLoss()
 
     def burst(k: int) -> tuple[int, Clock]:
         with Clock() as clock:
             for _ in range(k):
                 with autograd.record():
-                    losses = [loss_fn(net(xi), yi) for xi, yi in zip(xs, ys, strict=True)]
-                autograd.backward(losses)
+                    loss = loss_fn(net(x), y)
+                loss.backward()
                 trainer.step(BATCH)
-                for loss in losses:
-                    loss.wait_to_read()
+                loss.wait_to_read()
         return k * BATCH, clock
 
     return burst
@@ -211,14 +205,12 @@ def main() -> int:
     parser.add_argument("--mode", choices=("hybrid", "imperative"), required=True)
     parser.add_argument("--size", type=int, default=5000, help="synthetic set size (trainer: must match the data)")
     parser.add_argument("--work", type=Path, default=Path("bench-out"), help="trainer: output folder")
-    parser.add_argument("--contexts", type=int, default=1, help="bare: CPU contexts the batch is split over")
     args = parser.parse_args()
     evaluate = None
     if args.variant == "trainer":
         burst, evaluate = ours(args.data_dir, args.mode, args.size, args.work)
     else:
-        burst = recipe(args.data_dir, args.mode) if args.variant == "recipe" else bare(args.data_dir, args.mode,
-                                                                                       args.contexts)
+        burst = (recipe if args.variant == "recipe" else bare)(args.data_dir, args.mode)
     burst(WARMUP)
     print("BENCH READY", flush=True)
     for line in sys.stdin:

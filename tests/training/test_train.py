@@ -84,38 +84,6 @@ def test_help_lists_the_interface(capsys: pytest.CaptureFixture) -> None:
         assert flag in text
 
 
-@pytest.mark.parametrize(("env", "batch", "explicit", "plan"), [
-    ({"OMP_NUM_THREADS": "2"}, 128, 0, (2, 1)),  # this machine: two contexts of one thread each
-    ({"OMP_NUM_THREADS": "1"}, 128, 0, (1, 1)),  # one thread: nothing to share out
-    ({"OMP_NUM_THREADS": "16"}, 128, 0, (2, 8)),  # one context per 64 images, the threads shared out
-    ({"OMP_NUM_THREADS": "2"}, 64, 0, (1, 2)),
-    ({"OMP_NUM_THREADS": "2"}, 128, 1, (1, 2)),  # --cpu-contexts 1: the plain single-context run
-    ({"OMP_NUM_THREADS": "1", "DLFLEET_THREAD_BUDGET": "4"}, 256, 0, (4, 1)),  # after the re-exec: the budget
-])
-def test_cpu_plan_shares_the_thread_budget_out(env: dict[str, str], batch: int, explicit: int, plan: tuple[int, int],
-                                               monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.delenv("DLFLEET_THREAD_BUDGET", raising=False)
-    for key, value in env.items():
-        monkeypatch.setenv(key, value)
-    assert train.cpu_plan(train.Config(batch_size=batch, cpu_contexts=explicit, gpus=0)) == plan
-
-
-def test_cli_run_on_cpu_splits_the_batch_over_contexts(synthetic_dir: Path, tmp_path: Path) -> None:
-    """A command-line run with 2 threads and batch 128 starts itself again with one OpenMP thread per context and
-    trains on two CPU contexts; --cpu-contexts beyond the batch is a usage error."""
-    args = ["--dataset", "synthetic", "--data-dir", str(synthetic_dir), "--synthetic-size", str(SYNTHETIC_SIZE),
-            *TINY, "--batch-size", "128", "--epochs", "1", "--limit-batches", "3", "--output-dir", str(tmp_path)]
-    result = run_module("training.train", args)
-    assert result.returncode == 0, result.stdout + result.stderr
-    extra = json.loads((tmp_path / "config.json").read_text())["extra"]
-    assert extra["contexts"] == ["cpu(0)", "cpu(1)"] and extra["omp_num_threads"] == "1"
-    assert extra["thread_budget"] == 2
-    assert "OMP_NUM_THREADS=1 of 2" in result.stdout and result.stdout.count("training resnet8_v1") == 1
-    bad = run_module("training.train", [*args, "--cpu-contexts", "129", "--output-dir", str(tmp_path / "bad")])
-    assert bad.returncode == 2 and "--cpu-contexts 129" in bad.stderr
-    assert not (tmp_path / "bad" / "config.json").exists()
-
-
 def test_learning_rate_schedules() -> None:
     cosine = train.Config(epochs=10, lr=0.4, warmup_epochs=2)
     assert train.lr_at(cosine, 0) == 0 and train.lr_at(cosine, 1) == pytest.approx(0.2)
