@@ -38,14 +38,15 @@ SUBNET = "127.0.14"
 HOST_A, HOST_B = "kill-a", "kill-b"
 SIGKILL_RUN, DROPOFF_RUN = "sigkill", "dropoff"
 CHECKPOINTS = "/home/ubuntu/checkpoints"   # each run's checkpoint location on a host: <this>/<run>/<process>
-EPOCHS = 3
+# Epochs of each run. B is crashed first and A killed after that, so A's run is longer: however far A got while
+# B was being crashed, an epoch of A is still ahead to be killed in (with equal runs A could finish first).
+RUN_EPOCHS = {SIGKILL_RUN: 5, DROPOFF_RUN: 3}
 BATCHES = 32  # per epoch: 512 images / 16
 JOB = {
     "mxnet_train_dataset": "synthetic",
     "mxnet_train_synthetic_size": 512,   # training images
     "mxnet_train_model": "resnet8_v1",
     "mxnet_train_extra_args": ["--base-width", "4"],  # channels of the first stage (16 in the paper)
-    "mxnet_train_epochs": EPOCHS,
     "mxnet_train_batch_size": 16,
     "mxnet_train_lr": 0.05,
     "mxnet_train_log_interval": 4,       # batches between progress lines: 8 an epoch, the kill lands inside one
@@ -76,6 +77,7 @@ def _inventory(fleet: LocalHosts, path: Path, runs: dict[str, str]) -> Path:
             del hosts[name]
             continue
         hosts[name]["mxnet_train_run"] = runs[name]
+        hosts[name]["mxnet_train_epochs"] = RUN_EPOCHS[runs[name]]
         hosts[name]["mxnet_train_python"] = f"{hosts[name]['testhost_env']['prefix']}/bin/python"
     path.write_text(yaml.safe_dump(inv))
     return path
@@ -108,7 +110,7 @@ def _kill_mid_epoch(fleet: LocalHosts, host: str, run: str, play: Future, kill: 
         text = log.read_text() if log.exists() else ""
         done = len(_metrics(run_dir / "output" / "metrics.jsonl"))
         under_way = [int(b) for e, b, _ in PROGRESS_RE.findall(text) if int(e) == done + 1]
-        if at_least <= done < EPOCHS and under_way and max(under_way) <= BATCHES // 2:
+        if at_least <= done < RUN_EPOCHS[run] and under_way and max(under_way) <= BATCHES // 2:
             kill()
             break
         time.sleep(0.1)
@@ -125,12 +127,13 @@ def _assert_killed_inside_an_epoch(log: str, finished: int) -> None:
     assert [int(e) for e, _ in SUMMARY_RE.findall(log)] == list(range(1, finished + 1))
 
 
-def _assert_resumed(final: list[dict[str, Any]], before: list[dict[str, Any]], log: str, location: str) -> None:
+def _assert_resumed(final: list[dict[str, Any]], before: list[dict[str, Any]], log: str, location: str,
+                   epochs: int) -> None:
     """Every epoch once, the epochs finished before the kill with the values recorded then (wall times included,
     which an epoch trained again would change), and the resume from the last of them."""
-    assert [m["epoch"] for m in final] == list(range(1, EPOCHS + 1))
+    assert [m["epoch"] for m in final] == list(range(1, epochs + 1))
     assert before and final[:len(before)] == before
-    assert f"resumed from {location}/epoch-{len(before):04d}: {len(before)} of {EPOCHS} epochs already done" in log, \
+    assert f"resumed from {location}/epoch-{len(before):04d}: {len(before)} of {epochs} epochs already done" in log, \
         log[-3000:]
 
 
@@ -209,9 +212,10 @@ def test_sigkill_mid_epoch_then_rerun_loses_no_finished_epoch(scenario: Scenario
     assert scenario.again.rc == 0, scenario.again.stdout[-4000:]
     out = scenario.artifacts / HOST_A
     _assert_resumed(_metrics(out / "metrics.jsonl"), scenario.before[SIGKILL_RUN], (out / "train.log").read_text(),
-                    f"{CHECKPOINTS}/{SIGKILL_RUN}/train")
-    assert [int(e) for e, _ in SUMMARY_RE.findall((out / "train.log").read_text())] == list(range(1, EPOCHS + 1))
-    assert json.loads((out / "COMPLETE").read_text())["epochs"] == EPOCHS
+                    f"{CHECKPOINTS}/{SIGKILL_RUN}/train", RUN_EPOCHS[SIGKILL_RUN])
+    assert [int(e) for e, _ in SUMMARY_RE.findall((out / "train.log").read_text())] == list(
+        range(1, RUN_EPOCHS[SIGKILL_RUN] + 1))
+    assert json.loads((out / "COMPLETE").read_text())["epochs"] == RUN_EPOCHS[SIGKILL_RUN]
 
 
 def test_host_dropping_off_mid_play_then_rerun_loses_no_finished_epoch(scenario: Scenario):
@@ -222,8 +226,9 @@ def test_host_dropping_off_mid_play_then_rerun_loses_no_finished_epoch(scenario:
     assert scenario.again.rc == 0, scenario.again.stdout[-4000:]
     out = scenario.artifacts / HOST_B
     _assert_resumed(_metrics(out / "metrics.jsonl"), scenario.before[DROPOFF_RUN], (out / "train.log").read_text(),
-                    f"{CHECKPOINTS}/{DROPOFF_RUN}/train")
-    assert [int(e) for e, _ in SUMMARY_RE.findall((out / "train.log").read_text())] == list(range(1, EPOCHS + 1))
+                    f"{CHECKPOINTS}/{DROPOFF_RUN}/train", RUN_EPOCHS[DROPOFF_RUN])
+    assert [int(e) for e, _ in SUMMARY_RE.findall((out / "train.log").read_text())] == list(
+        range(1, RUN_EPOCHS[DROPOFF_RUN] + 1))
 
 
 def test_spot_interruption_resumes_on_another_host_from_the_same_checkpoints(scenario: Scenario):
@@ -232,7 +237,7 @@ def test_spot_interruption_resumes_on_another_host_from_the_same_checkpoints(sce
     log_b = (out / "train.log").read_text()
     done_on_a = len(scenario.before[SIGKILL_RUN])
     _assert_resumed(_metrics(out / "metrics.jsonl"), scenario.before[SIGKILL_RUN], log_b,
-                    f"{CHECKPOINTS}/{SIGKILL_RUN}/train")
+                    f"{CHECKPOINTS}/{SIGKILL_RUN}/train", RUN_EPOCHS[SIGKILL_RUN])
     # B trained only the epochs A had not finished, and never started at epoch 1
-    assert [int(e) for e, _ in SUMMARY_RE.findall(log_b)] == list(range(done_on_a + 1, EPOCHS + 1))
+    assert [int(e) for e, _ in SUMMARY_RE.findall(log_b)] == list(range(done_on_a + 1, RUN_EPOCHS[SIGKILL_RUN] + 1))
     assert "epoch 1 batch" not in log_b
