@@ -12,6 +12,8 @@ from typing import Any
 
 import yaml
 
+from scripts.emulator.cli import read_env  # noqa: F401 - the emulator's env file, read where it is written
+
 ROOT = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
 
@@ -52,17 +54,6 @@ class PlaybookResult:
                 for host, res in task["hosts"].items():
                     out.append((task["task"]["name"], host, res))
         return out
-
-
-def read_env(path: Path) -> dict[str, str]:
-    """The variables an emulator's `env` file exports."""
-    env = {}
-    for line in path.read_text().splitlines():
-        line = line.strip().removeprefix("export ")
-        if "=" in line and not line.startswith("#"):
-            key, value = line.split("=", 1)
-            env[key] = value.strip("'\"")
-    return env
 
 
 def ansible_env(extra: dict[str, str] | None = None) -> dict[str, str]:

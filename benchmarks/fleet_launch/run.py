@@ -32,6 +32,9 @@ HERE = Path(__file__).resolve().parent
 ROOT = HERE.parents[1]
 BIN = Path(sys.executable).parent
 EMULATOR = ROOT / "scripts" / "aws-emulator"
+sys.path.insert(0, str(ROOT))
+from scripts.emulator.cli import read_env  # noqa: E402 - the emulator's env file, read where it is written
+
 SIDES = {"dlfleet": HERE / "dlfleet.yml", "peer": HERE / "peer.yml"}
 DLAMI = "Deep Learning Base OSS Nvidia Driver GPU AMI (Ubuntu 22.04) *"
 
@@ -53,12 +56,7 @@ class Emulator:
         self.state_dir = state_dir
         subprocess.run([str(EMULATOR), "start", "--state-dir", str(state_dir), "--no-persist"], check=True,
                        stdout=subprocess.DEVNULL)
-        self.env = {}
-        for line in (state_dir / "env").read_text().splitlines():
-            line = line.strip().removeprefix("export ")
-            if "=" in line and not line.startswith("#"):
-                key, value = line.split("=", 1)
-                self.env[key] = value.strip("'\"")
+        self.env = read_env(state_dir / "env")
         self.ec2 = boto3.client("ec2", region_name="us-east-1", endpoint_url=self.env["AWS_ENDPOINT_URL"],
                                 aws_access_key_id=self.env["AWS_ACCESS_KEY_ID"],
                                 aws_secret_access_key=self.env["AWS_SECRET_ACCESS_KEY"])

@@ -34,6 +34,9 @@ HERE = Path(__file__).resolve().parent
 ROOT = HERE.parents[1]
 BIN = ROOT / ".venv" / "bin"
 EMULATOR = ROOT / "scripts" / "aws-emulator"
+sys.path.insert(0, str(ROOT))
+from scripts.emulator.cli import read_env  # noqa: E402 - the emulator's env file, read where it is written
+
 TARGET_S = 30.0   # the no-op budget
 RECAP = re.compile(r"^(\S+)\s+: ok=(\d+)\s+changed=(\d+)\s+unreachable=(\d+)\s+failed=(\d+)", re.MULTILINE)
 QUICK = {"mxnet_train_epochs": 1, "mxnet_train_synthetic_size": 320, "sagemaker_synthetic_size": 320,
@@ -100,16 +103,6 @@ def timed(name: str, argv: list[str], env: dict[str, str], log: Path) -> Part:
     if proc.returncode != 0:
         sys.exit(f"{name} failed (rc {proc.returncode}); see {log}")
     return part
-
-
-def read_env(path: Path) -> dict[str, str]:
-    out = {}
-    for line in path.read_text().splitlines():
-        line = line.strip().removeprefix("export ")
-        if "=" in line and not line.startswith("#"):
-            key, value = line.split("=", 1)
-            out[key] = value.strip("'\"")
-    return out
 
 
 def machine() -> dict[str, str]:

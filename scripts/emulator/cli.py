@@ -102,6 +102,17 @@ def _env_text(port: int) -> str:
     ])
 
 
+def read_env(path: Path) -> dict[str, str]:
+    """The variables an `env` file written by _env_text exports (for Python callers: tests, benchmarks)."""
+    env = {}
+    for line in path.read_text().splitlines():
+        line = line.strip().removeprefix("export ")
+        if "=" in line and not line.startswith("#"):
+            key, value = line.split("=", 1)
+            env[key] = value.strip("'\"")
+    return env
+
+
 def _clean(state_dir: Path) -> None:
     for name in ("pid", "ready.json", "env"):
         (state_dir / name).unlink(missing_ok=True)
