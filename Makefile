@@ -7,7 +7,8 @@ BIN := $(CURDIR)/$(VENV)/bin
 TBIN := $(CURDIR)/$(TVENV)/bin
 PIP_FLAGS ?= -q --disable-pip-version-check
 
-.PHONY: run test venv lint test-unit test-training test-molecule os-deps bench clean
+.PHONY: run test venv lint test-unit test-emulator test-e2e test-e2e-pytest test-controller test-training \
+        test-molecule test-molecule-dlami test-molecule-mxnet_train test-parallel os-deps bench clean
 
 venv: $(VENV)/.installed $(TVENV)/.installed
 
@@ -35,17 +36,44 @@ lint: $(VENV)/.installed
 	  PATH="$(BIN):$$PATH" $(BIN)/ansible-doc -M library $$n >/dev/null || { echo "ansible-doc failed: $$n"; exit 1; }; done
 	@echo "lint: ok"
 
-test-unit: venv
-	PATH="$(BIN):$$PATH" $(BIN)/pytest -q --durations=15 tests --ignore=tests/training
+# Test tiers (README, "Tests"). Each runs alone; `make test` runs them all, side by side where the cores allow.
+# PYTEST_WORKERS: pytest-xdist workers for the emulator and end-to-end tiers (most of their time is spent
+# waiting on ansible-playbook, the emulator, SSH and the trainer, so more workers than cores pays).
+PYTEST_WORKERS ?= 4
+PYTEST := PATH="$(BIN):$$PATH" $(BIN)/pytest
+XDIST = -n $(PYTEST_WORKERS) --dist loadscope
+
+test-unit: $(VENV)/.installed
+	$(PYTEST) -q tests/unit
+
+test-emulator: venv
+	$(PYTEST) -q $(XDIST) --durations=15 tests/emulator
+
+test-e2e-pytest: venv os-deps
+	$(PYTEST) -q $(XDIST) --durations=15 tests/e2e
+
+test-e2e: test-e2e-pytest test-molecule
+
+# All three controller tiers in one pytest run, so that xdist packs the long tests of every tier together.
+test-controller: venv os-deps
+	$(PYTEST) -q $(XDIST) --durations=25 tests/unit tests/emulator tests/e2e
 
 test-training: $(TVENV)/.installed
 	$(TBIN)/pytest -q tests/training
 
-test-molecule: venv os-deps
-	@for r in roles/*/; do if [ -d $$r/molecule/default ]; then \
-	  (cd $$r && PATH="$(BIN):$$PATH" $(BIN)/molecule test) || exit 1; fi; done
+test-molecule-%: venv os-deps
+	cd roles/$* && PATH="$(BIN):$$PATH" $(BIN)/molecule test
 
-test: venv os-deps lint test-training test-unit test-molecule
+test-molecule: test-molecule-dlami test-molecule-mxnet_train
+
+# Everything after the venvs, side by side; each target's output is printed whole when it ends.
+test-parallel:
+	$(MAKE) -j5 --output-sync=target --no-print-directory lint test-training test-controller \
+	  test-molecule-dlami test-molecule-mxnet_train
+
+test: venv os-deps
+	@start=$$(date +%s); $(MAKE) --no-print-directory test-parallel; rc=$$?; \
+	  echo "make test: rc=$$rc in $$(( $$(date +%s) - start )) s after the venvs"; exit $$rc
 
 bench: venv
 	PATH="$(BIN):$$PATH" BENCH="$(BENCH)" scripts/run-benchmarks

@@ -1,4 +1,20 @@
-"""Session fixtures: the embedded AWS emulator (a real moto server over HTTP on loopback)."""
+"""Shared fixtures and the test tiers.
+
+Tiers (folders; each folder's tests carry the marker of its name, set here):
+- tests/unit/      marker `unit`: pure logic. No emulator, no subprocess, no root; seconds.
+- tests/emulator/  marker `emulator`: modules and playbooks on the controller, against the embedded AWS (a real
+                   moto server over HTTP, one per pytest worker) and the fault proxy.
+- tests/e2e/       marker `e2e`: the namespaced SSH test hosts (root), kills, multi-host training, the whole
+                   `make run` pipeline (and, outside pytest, the molecule scenarios).
+- tests/training/  the trainer's own tests, in the training venv (its own pytest.ini).
+
+Under pytest-xdist (`-n N`) each test file runs whole on one worker (the scheduler below), so that module-scoped
+fixtures (test hosts on the file's own addresses, emulator state) are made once; files that share a session
+fixture (SHARED_GROUPS) run on the same worker. Each worker starts its own emulator on a free port.
+
+Modules import their shared code as `ansible.module_utils.<name>`; the tests import it under that one name too
+(the project's module_utils/ joins that package's path here, once), and library modules as `library.<name>`.
+"""
 from __future__ import annotations
 
 import os
@@ -7,10 +23,64 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
+import ansible.module_utils
 import boto3
 import pytest
 from faultproxy import faulty_aws  # noqa: F401 - the fault-proxy fixture, defined next to the proxy
 from helpers import ROOT, read_env
+
+if str(ROOT / "module_utils") not in ansible.module_utils.__path__:
+    ansible.module_utils.__path__.append(str(ROOT / "module_utils"))
+
+TIERS = ("e2e", "emulator", "unit")  # also the order in which xdist hands the files out: the longest first
+# Files whose tests share one session fixture: they must run on the same xdist worker.
+SHARED_GROUPS = {"test_site.py": "site-run", "test_iam_policy.py": "site-run"}
+
+
+def _tier(path: Path) -> str:
+    if path.parent.parent.name == "tests" and path.parent.name in TIERS:
+        return path.parent.name
+    raise pytest.UsageError(f"{path}: every controller test lives in tests/unit, tests/emulator or tests/e2e")
+
+
+def pytest_itemcollected(item: pytest.Item) -> None:
+    """Each test carries its tier's marker; a unit test may not use the emulator."""
+    tier = _tier(Path(str(item.fspath)))
+    item.add_marker(getattr(pytest.mark, tier))
+    if tier == "unit" and {"emulator", "aws_env", "faulty_aws"} & set(getattr(item, "fixturenames", ())):
+        raise pytest.UsageError(f"{item.nodeid} uses the emulator: it belongs in tests/emulator")
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """End-to-end files first, then emulator, then unit (stable within a tier), the shared pipeline first of all:
+    xdist hands whole files out in this order, so the longest work starts at once and the short fills the gaps."""
+    def rank(item: pytest.Item) -> tuple[int, int]:
+        path = Path(str(item.fspath))
+        return TIERS.index(_tier(path)), 0 if path.name in SHARED_GROUPS else 1
+
+    items.sort(key=rank)
+
+
+class _FileGroups:
+    """xdist scheduler: whole test files (module-scoped fixtures such as test hosts on the file's own addresses are
+    made once), and the files of SHARED_GROUPS together; work units in collection order."""
+
+    @staticmethod
+    def make(config: pytest.Config, log):
+        from xdist.scheduler import LoadScopeScheduling
+
+        class FileGroupScheduling(LoadScopeScheduling):
+            def _split_scope(self, nodeid: str) -> str:
+                path = nodeid.split("::", 1)[0]
+                return SHARED_GROUPS.get(Path(path).name, path)
+
+        config.option.loadscopereorder = False
+        return FileGroupScheduling(config, log)
+
+
+def pytest_xdist_make_scheduler(config: pytest.Config, log):
+    """Used by pytest-xdist (`-n N`); its own loadgroup needs the node-id rewrite that pytest 9 no longer takes."""
+    return _FileGroups.make(config, log)
 
 
 @dataclass
@@ -36,7 +106,8 @@ class Emulator:
 
 @pytest.fixture(scope="session")
 def emulator(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Emulator]:
-    """A seeded emulator of its own for the test session, on a free loopback port; stopped afterwards."""
+    """A seeded emulator of its own for the test session (under xdist: for each worker), on a free loopback port;
+    stopped afterwards."""
     state_dir = tmp_path_factory.mktemp("emulator")
     script = str(ROOT / "scripts/aws-emulator")
     subprocess.run([script, "start", "--state-dir", str(state_dir), "--no-persist"], check=True, timeout=120)

@@ -2,7 +2,8 @@
 
 The calls are read from the emulator's request log (one line per API request), never listed by hand:
 - the `make run` pipeline of test_site.py (provision, configure, train, SageMaker local mode, report,
-  teardown), shared through its session fixture, so the pipeline runs once per test session;
+  teardown), shared through the session fixture `site_run` (tests/e2e/conftest.py), so the pipeline runs once
+  per test session;
 - then, on the same emulator, the paths `make run` does not take: ec2_gpu_fleet stop/start/retag/scale-down
   and subnet placement, the quota fallback to AWS defaults, the SageMaker modules in AWS mode (ml.* types:
   training job create/retag/stop, tuning job create/stop, endpoint create/blue-green update/invoke/absent),
@@ -25,7 +26,7 @@ from typing import Any
 import pytest
 import yaml
 from helpers import BIN, ROOT, run_playbook
-from test_site import SiteRun, site_run  # noqa: F401 - the session's pipeline run, shared with test_site.py
+from siterun import SiteRun
 
 POLICY = ROOT / "docs" / "iam-policy.json"
 FIXTURES = ROOT / "tests" / "fixtures" / "sagemaker"
@@ -251,7 +252,7 @@ _OBSERVED: dict[str, Any] = {}
 
 
 @pytest.fixture(scope="module")
-def observed(site_run: SiteRun, tmp_path_factory: pytest.TempPathFactory) -> list[dict[str, Any]]:  # noqa: F811
+def observed(site_run: SiteRun, tmp_path_factory: pytest.TempPathFactory) -> list[dict[str, Any]]:
     """Every request the project sent: the pipeline's, then the other paths'."""
     assert site_run.first.returncode == 0, site_run.first.stdout[-4000:]
     rec = exercise_other_paths(site_run, tmp_path_factory.mktemp("iam"))
@@ -288,7 +289,7 @@ def test_policy_is_well_formed_and_scoped() -> None:
     assert s3 and all(r.startswith("arn:aws:s3:::dlfleet-") for r in s3), s3
 
 
-def test_the_emulator_accepts_the_policy_document(site_run: SiteRun) -> None:  # noqa: F811
+def test_the_emulator_accepts_the_policy_document(site_run: SiteRun) -> None:
     """moto's IAM validates the document as AWS would on CreatePolicy: syntax, condition operators, ARNs."""
     assert site_run.env, "the emulator did not start again after the pipeline"
     iam = site_run.client("iam")

@@ -2,7 +2,7 @@
 checks, the local container contract helpers, tuning samplers and the .npy encoder. No AWS, no processes."""
 from __future__ import annotations
 
-import importlib.util
+import importlib
 import io
 import json
 import math
@@ -12,27 +12,13 @@ import tarfile
 from pathlib import Path
 from typing import Any
 
-import ansible.module_utils
 import numpy as np
 import pytest
-from helpers import ROOT
-
-if str(ROOT / "module_utils") not in ansible.module_utils.__path__:
-    ansible.module_utils.__path__.append(str(ROOT / "module_utils"))
-
 from ansible.module_utils import dlfleet_sagemaker as sm
 from ansible.module_utils import dlfleet_sagemaker_container as container
 
-
-def _load_library(name: str):
-    spec = importlib.util.spec_from_file_location(f"lib_{name}", ROOT / "library" / f"{name}.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-tuning = _load_library("sagemaker_tuning_job")
-invoke = _load_library("sagemaker_endpoint_invoke")
+from library import sagemaker_endpoint_invoke as invoke
+from library import sagemaker_tuning_job as tuning
 
 
 def _source(tmp_path: Path) -> Path:
@@ -293,7 +279,7 @@ def test_a_file_that_is_not_a_cifar_batch_is_refused(tmp_path: Path) -> None:
 def test_documented_options_match_the_argument_spec(name: str, monkeypatch: pytest.MonkeyPatch) -> None:
     import yaml
 
-    module = _load_library(name)
+    module = importlib.import_module(f"library.{name}")
     documented = set(yaml.safe_load(module.DOCUMENTATION)["options"])
     captured: dict[str, Any] = {}
 

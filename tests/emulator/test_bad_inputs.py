@@ -33,11 +33,10 @@ from typing import Any
 
 import pytest
 import yaml
+from ansible.module_utils.dlfleet_nvidia import QUERY_FIELDS
 from conftest import Emulator
 from helpers import ROOT, PlaybookResult, read_env, run_playbook
 from testhosts.testhosts import HostSpec, LocalHosts, VolumeSpec
-
-from module_utils.dlfleet_nvidia import QUERY_FIELDS
 
 ROLE_ARN = "arn:aws:iam::123456789012:role/SageMakerRole"
 SM_FIXTURES = ROOT / "tests" / "fixtures" / "sagemaker"

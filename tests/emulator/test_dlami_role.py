@@ -9,9 +9,8 @@ import tempfile
 from pathlib import Path
 
 import yaml
+from ansible.module_utils.dlfleet_nvidia import QUERY_FIELDS
 from helpers import ROOT, run_playbook
-
-from module_utils.dlfleet_nvidia import QUERY_FIELDS
 
 FIXTURES = ROOT / "tests" / "fixtures" / "nvidia-smi"
 

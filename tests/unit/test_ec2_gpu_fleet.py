@@ -1,0 +1,112 @@
+"""ec2_gpu_fleet, pure input checks and launch bookkeeping (module_utils/dlfleet_fleet.py). The launches against
+the emulator are in tests/emulator/test_ec2_gpu_fleet.py."""
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import pytest
+from ansible.module_utils import dlfleet_fleet as fl
+
+DLAMI_NAME = "Deep Learning Base OSS Nvidia Driver GPU AMI (Ubuntu 22.04) *"
+DLAMI_ARM_NAME = "Deep Learning ARM64 Base OSS Nvidia Driver GPU AMI (Ubuntu 22.04) *"
+MUTATING = {"RunInstances", "TerminateInstances", "StartInstances", "StopInstances", "CreateTags", "DeleteTags"}
+
+
+# --------------------------------------------------------------------------------------------------------
+# pure input checks
+# --------------------------------------------------------------------------------------------------------
+
+@pytest.mark.parametrize(("volume", "fragment"), [
+    ({"type": "gp2", "size": 40, "iops": 3000}, "only valid for io1, io2 or gp3"),
+    ({"type": "st1", "size": 500, "iops": 500}, "only valid for io1, io2 or gp3"),
+    ({"type": "io1", "size": 40}, "needs root_volume.iops"),
+    ({"type": "io2", "size": 40, "iops": 50}, "outside what io2 allows"),
+    ({"type": "io1", "size": 10, "iops": 1000}, "exceeds 50 IOPS per GiB"),
+    ({"type": "gp3", "size": 40, "iops": 2000}, "outside what gp3 allows"),
+    ({"type": "io2", "size": 40, "iops": 4000, "throughput": 250}, "only valid for gp3"),
+    ({"type": "gp3", "size": 40, "throughput": 2000}, "outside what gp3 allows"),
+    ({"type": "st1", "size": 40}, "outside what st1 allows"),
+    ({"type": "gp3", "size": 0}, "outside what gp3 allows"),
+    ({"type": "nvme", "size": 40}, "not an EBS volume type"),
+])
+def test_bad_volume_is_refused_with_the_fix(volume: dict[str, Any], fragment: str) -> None:
+    with pytest.raises(fl.FleetError) as err:
+        fl.validate_volume(volume, "root_volume")
+    assert fragment in err.value.msg
+    assert "root_volume" in err.value.msg
+
+
+@pytest.mark.parametrize("volume", [
+    {"type": "gp3", "size": 40},
+    {"type": "gp3", "size": 40, "iops": 6000, "throughput": 500},
+    {"type": "io1", "size": 100, "iops": 5000},
+    {"type": "io2", "size": 100, "iops": 64000},
+    {"type": "gp2", "size": 8},
+    {"type": "st1", "size": 500},
+    {},
+])
+def test_good_volume_passes(volume: dict[str, Any]) -> None:
+    fl.validate_volume(volume, "root_volume")
+
+
+@pytest.mark.parametrize(("changes", "fragment"), [
+    ({"count": -1}, "count -1 is negative"),
+    ({"instance_types": []}, "instance_types is empty"),
+    ({"instance_types": ["g5.xlarge", "g5.xlarge"]}, "lists a type twice"),
+    ({"availability_zones": ["us-east-1a", ""]}, "holds an empty entry"),
+    ({"kms_key_id": "alias/x", "encrypted": False}, "needs encrypted: true"),
+    ({"availability_zones": ["us-east-1a"], "subnet_ids": ["subnet-1"]}, "not both"),
+    ({"data_volumes": [{"type": "gp3"}]}, "data_volumes[0].size is missing"),
+    ({"data_volumes": [{"size": 10, "device_name": "/dev/sdh"}, {"size": 10, "device_name": "/dev/sdh"}]},
+     "used twice"),
+])
+def test_bad_spec_is_refused(changes: dict[str, Any], fragment: str) -> None:
+    spec = fl.FleetSpec(**{"name": "f", "count": 1, "instance_types": ["g5.xlarge"], "image_id": "ami-1", **changes})
+    with pytest.raises(fl.FleetError) as err:
+        fl.validate_spec(spec)
+    assert fragment in err.value.msg
+
+
+def test_bad_ttl_is_refused() -> None:
+    with pytest.raises(ValueError, match="8 hours"):
+        fl.validate_spec(fl.FleetSpec(name="f", count=1, instance_types=["g5.xlarge"], ttl="8 hours"))
+
+
+def test_client_token_is_stable_per_attempt_and_distinct_across_them() -> None:
+    base = fl.client_token("fleet", 3, "g5.xlarge", {"availability_zone": "us-east-1a"}, 2)
+    assert base == fl.client_token("fleet", 3, "g5.xlarge", {"availability_zone": "us-east-1a"}, 2)
+    others = {
+        fl.client_token("fleet", 4, "g5.xlarge", {"availability_zone": "us-east-1a"}, 2),
+        fl.client_token("fleet", 3, "g4dn.xlarge", {"availability_zone": "us-east-1a"}, 2),
+        fl.client_token("fleet", 3, "g5.xlarge", {"availability_zone": "us-east-1b"}, 2),
+        fl.client_token("other", 3, "g5.xlarge", {"availability_zone": "us-east-1a"}, 2),
+    }
+    assert base not in others and len(others) == 4
+    assert len(fl.client_token("x" * 255, 99999, "p5.48xlarge", {"subnet_id": "subnet-" + "f" * 17}, 500)) <= 64
+
+
+def test_replay_of_an_earlier_launch_is_told_from_a_new_one() -> None:
+    began = datetime(2026, 1, 2, 12, 0, tzinfo=UTC)
+    new = [{"InstanceId": "i-new", "LaunchTime": began + timedelta(seconds=5)}]
+    resent = [{"InstanceId": "i-new", "LaunchTime": began - timedelta(minutes=3)}]   # lost answer, same run
+    forgotten = [{"InstanceId": "i-old", "LaunchTime": began - timedelta(hours=5)}]  # gone from Describe
+    assert not fl.is_replay(new, set(), began)
+    assert not fl.is_replay(resent, set(), began)
+    assert fl.is_replay(forgotten, set(), began)
+    assert fl.is_replay(new, {"i-new"}, began)
+    assert not fl.is_replay([], set(), began)
+
+
+def test_data_volume_devices_skip_the_ones_named() -> None:
+    volumes = [{"size": 1}, {"size": 1, "device_name": "/dev/sdg"}, {"size": 1}]
+    assert fl.data_device_names(volumes) == ["/dev/sdf", "/dev/sdg", "/dev/sdh"]
+
+
+def test_next_generation_counts_terminated_instances_too() -> None:
+    def inst(gen: str) -> dict[str, Any]:
+        return {"Tags": [{"Key": fl.TAG_GENERATION, "Value": gen}]}
+    assert fl.next_generation([]) == 1
+    assert fl.next_generation([inst("1"), inst("4"), inst("junk"), {"Tags": []}]) == 5
+
+
