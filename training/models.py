@@ -97,8 +97,10 @@ class Normalize(HybridBlock):
 
     def __init__(self, mean=CIFAR_MEAN, std=CIFAR_STD, **kwargs):
         super().__init__(**kwargs)
+        if len(mean) != 3 or len(std) != 3:
+            raise ValueError(f"Normalize: expected 3 channel means and 3 stds, got {len(mean)} and {len(std)}")
         self._scale = [1.0 / (255.0 * s) for s in std]
-        self._shift = [-m / s for m, s in zip(mean, std, strict=True)]
+        self._shift = [-mean[c] / std[c] for c in range(3)]
 
     def hybrid_forward(self, F, x):
         channels = F.split(x, num_outputs=3, axis=1)

@@ -1,6 +1,7 @@
 """CIFAR-10 binary format, RecordIO reader, checksum-verified download, synthetic data, batch augmentation."""
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import io
 import tarfile
@@ -12,6 +13,7 @@ import pytest
 from PIL import Image
 
 from training import data
+from training.compat import zip_strict
 
 
 def _random_set(n: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
@@ -49,7 +51,7 @@ def test_missing_data_names_the_fix(tmp_path: Path) -> None:
 
 def _write_rec(path: Path, images: np.ndarray, labels: np.ndarray) -> None:
     writer = mx.recordio.MXRecordIO(str(path), "w")
-    for i, (img, label) in enumerate(zip(images, labels, strict=True)):
+    for i, (img, label) in enumerate(zip_strict(images, labels)):
         png = io.BytesIO()
         Image.fromarray(img.transpose(1, 2, 0)).save(png, format="PNG")
         writer.write(mx.recordio.pack(mx.recordio.IRHeader(0, float(label), i, 0), png.getvalue()))
@@ -98,6 +100,58 @@ def test_download_with_wrong_checksum_keeps_nothing(tmp_path: Path) -> None:
     assert data.find_binary_dir(out) is None and not list(out.glob("*.tar.gz*"))
 
 
+def _tar_with(path: Path, members: dict[str, bytes], symlink: str | None = None) -> Path:
+    with tarfile.open(path, "w:gz") as tar:
+        for name, payload in members.items():
+            info = tarfile.TarInfo(name)
+            info.size = len(payload)
+            tar.addfile(info, io.BytesIO(payload))
+        if symlink:
+            info = tarfile.TarInfo(symlink)
+            info.type, info.linkname = tarfile.SYMTYPE, "/etc/passwd"
+            tar.addfile(info)
+    return path
+
+
+@pytest.mark.parametrize("python_filter", [True, False], ids=["tarfile-data-filter", "checked-by-hand"])
+def test_extraction_stays_inside_the_folder(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                            python_filter: bool) -> None:
+    """With tarfile's "data" filter, and without it (Python 3.8.10, the SageMaker image's, predates it)."""
+    if not python_filter:
+        monkeypatch.delattr(tarfile, "data_filter", raising=False)
+    elif not hasattr(tarfile, "data_filter"):
+        pytest.skip("this Python has no tarfile data filter")
+    out = tmp_path / "out"
+    good = _tar_with(tmp_path / "good.tar.gz", {"cifar-10-batches-bin/a.bin": b"x", "cifar-10-batches-bin/b.txt": b"y"})
+    with tarfile.open(good) as tar:
+        data.safe_extract(tar, out)
+    assert (out / "cifar-10-batches-bin" / "a.bin").read_bytes() == b"x"
+    for name, bad in (("up", {"ok.bin": b"x", "../evil.txt": b"!"}), ("link", {})):
+        archive = _tar_with(tmp_path / f"{name}.tar.gz", bad, symlink="link" if name == "link" else None)
+        with tarfile.open(archive) as tar, pytest.raises((ValueError, tarfile.TarError)):
+            data.safe_extract(tar, tmp_path / f"out-{name}")
+    assert not (tmp_path / "evil.txt").exists()
+    # an absolute name is refused, or (the data filter) made relative: either way nothing lands at that path
+    absolute = _tar_with(tmp_path / "absolute.tar.gz", {str(tmp_path / "abs.txt"): b"!"})
+    with tarfile.open(absolute) as tar, contextlib.suppress(ValueError):
+        data.safe_extract(tar, tmp_path / "out-absolute")
+    assert not (tmp_path / "abs.txt").exists()
+
+
+def test_crop_windows_are_the_sliding_windows() -> None:
+    images = np.random.default_rng(9).integers(0, 256, (5, 3, 40, 40), dtype=np.uint8)
+    windows = data.crop_windows(images, 32)
+    assert windows.shape == (5, 3, 9, 9, 32, 32) and not windows.flags.writeable
+    for i in range(5):
+        for y in range(9):
+            for x in range(9):
+                np.testing.assert_array_equal(windows[i, :, y, x], images[i, :, y:y + 32, x:x + 32])
+    if hasattr(np.lib.stride_tricks, "sliding_window_view"):  # numpy 1.20+
+        np.testing.assert_array_equal(windows, np.lib.stride_tricks.sliding_window_view(images, (32, 32), axis=(2, 3)))
+    with pytest.raises(ValueError, match="does not fit"):
+        data.crop_windows(images, 41)
+
+
 def test_synthetic_set_is_labelled_and_class_balanced(synthetic_dir: Path) -> None:
     loaded = data.load(synthetic_dir)
     assert loaded.synthetic and loaded.source == "synthetic"
@@ -125,7 +179,7 @@ def test_augment_crops_padded_windows_and_flips() -> None:
     # undo the normalisation and find each output as a window of its padded (maybe flipped) source
     pixels = np.rint((out - augmenter.shift) / augmenter.scale).astype(np.int64)
     flips = 0
-    for img, got in zip(images, pixels, strict=True):
+    for img, got in zip_strict(images, pixels):
         padded = np.pad(img, ((0, 0), (4, 4), (4, 4))).astype(np.int64)
         found = [(dy, dx, f) for f in (False, True) for dy in range(9) for dx in range(9)
                  if np.array_equal((padded[:, :, ::-1] if f else padded)[:, dy:dy + 32, dx:dx + 32], got)]

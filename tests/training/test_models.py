@@ -40,3 +40,9 @@ def test_hybridized_and_imperative_agree() -> None:
     imperative = net(x).asnumpy()
     net.hybridize(static_alloc=True, static_shape=True)
     assert abs(net(x).asnumpy() - imperative).max() < 1e-4
+
+
+
+def test_normalize_takes_three_channels() -> None:
+    with pytest.raises(ValueError, match="3 channel means"):
+        models.Normalize(mean=(0.5, 0.5))
