@@ -26,6 +26,7 @@ import time
 from pathlib import Path
 
 TRAIN_SCRIPT = Path(__file__).resolve().with_name("train.py")
+PSNODE_SCRIPT = Path(__file__).resolve().with_name("psnode.py")  # scheduler and servers
 ROLES = ("scheduler", "server", "worker")
 SAGEMAKER_SCHEDULER_PORT = 8000  # port of the scheduler on the first SageMaker host
 
@@ -59,10 +60,10 @@ def worker_args(train_args: list[str]) -> list[str]:
 
 
 def command(role: str, train_args: list[str]) -> list[str]:
-    """Scheduler and servers are MXNet itself: importing mxnet with DMLC_ROLE set runs that role until the job ends."""
+    """Scheduler and servers are MXNet's own, run through libmxnet's C API by psnode.py until the job ends."""
     if role == "worker":
         return [sys.executable, str(TRAIN_SCRIPT), *worker_args(train_args)]
-    return [sys.executable, "-c", "import mxnet"]
+    return [sys.executable, str(PSNODE_SCRIPT)]
 
 
 def _replace_dir_arg(args: list[str], names: tuple[str, ...], suffix: str, default: str | None) -> list[str]:
