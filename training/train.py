@@ -36,6 +36,7 @@ from mxnet import autograd, gluon
 
 try:
     from training import checkpoint, data, dist, inference, launch, models
+    from training.compat import zip_strict
 except ImportError:  # flat layout: `cd training && python train.py`, or SageMaker's code folder
     import checkpoint
     import data
@@ -43,6 +44,7 @@ except ImportError:  # flat layout: `cd training && python train.py`, or SageMak
     import inference
     import launch
     import models
+    from compat import zip_strict
 
 # The serving container imports these from the entry point when no separate inference script is given.
 model_fn = inference.model_fn
@@ -410,12 +412,12 @@ class Trainer:
             ys = gluon.utils.split_and_load(y, self.ctx, even_split=False)
             with autograd.record():
                 outputs = [self.net(xi) for xi in xs]
-                losses = [self.loss_fn(o, t) for o, t in zip(outputs, ts, strict=True)]
+                losses = [self.loss_fn(o, t) for o, t in zip_strict(outputs, ts)]
             autograd.backward(losses)
             if self.dist:
                 self.dist.allreduce_grads()
             self.trainer.step(global_batch)
-            for out, yi, loss in zip(outputs, ys, losses, strict=True):
+            for out, yi, loss in zip_strict(outputs, ys, losses):
                 loss_sum += loss.sum().as_in_context(self.ctx[0])
                 correct += (out.argmax(axis=1) == yi).sum().as_in_context(self.ctx[0])
             seen += len(y)
@@ -447,7 +449,7 @@ class Trainer:
         twin = models.get_model(cfg.model, classes=len(self.data.label_names), base_width=cfg.base_width,
                                 dropout=cfg.dropout)
         twin.initialize(mx.init.Zero(), ctx=self.ctx)
-        for mine, theirs in zip(twin.collect_params().values(), self.net.collect_params().values(), strict=True):
+        for mine, theirs in zip_strict(twin.collect_params().values(), self.net.collect_params().values()):
             mine.set_data(theirs.data(self.ctx[0]).copy())
         return twin
 
@@ -458,7 +460,7 @@ class Trainer:
         for x, y in data.iterate_batches(images, labels, 256, None, self.augmenter, drop_last=False):
             xs = gluon.utils.split_and_load(x, self.ctx, even_split=False)
             ys = gluon.utils.split_and_load(y, self.ctx, even_split=False)
-            for xi, yi in zip(xs, ys, strict=True):
+            for xi, yi in zip_strict(xs, ys):
                 correct += (net(xi).argmax(axis=1) == yi).sum().as_in_context(self.ctx[0])
         return float(correct.asscalar()) / len(labels)
 
@@ -526,22 +528,23 @@ def main(argv: list[str] | None = None, env: dict[str, str] | None = None) -> in
     out.mkdir(parents=True, exist_ok=True)
     if finished(out, cfg):
         return 0
-    trainer = Trainer(cfg, out)
-    cfg.extra = run_facts(cfg, trainer.data.synthetic, trainer.data.source, trainer.rank, trainer.num_workers)
-    checkpoint.atomic_write_json(out / "config.json", asdict(cfg))
-    start_epoch = trainer.resume()
-    print(f"training {cfg.model} on {'SYNTHETIC data' if trainer.data.synthetic else 'CIFAR-10'} "
-          f"({len(trainer.data.train_labels)} train / {len(trainer.data.test_labels)} test images), "
-          f"epochs {start_epoch + 1}..{cfg.epochs}, batch {cfg.batch_size}, {cfg.extra['contexts']}, "
-          f"OMP_NUM_THREADS={cfg.extra['omp_num_threads']}", flush=True)
-    write_metrics(out, trainer.history)
-    final = trainer.run(start_epoch) if start_epoch < cfg.epochs else trainer.history[-1]
-    export_model(trainer.inference_copy(), Path(cfg.model_dir), trainer.data.label_names, trainer.ctx[0])
-    checkpoint.atomic_write_json(out / COMPLETE_FILE, {
-        "epochs": cfg.epochs, "val_acc": final["val_acc"], "train_acc": final["train_acc"],
-        "synthetic_data": trainer.data.synthetic, "model_dir": str(Path(cfg.model_dir).resolve()),
-        "finished_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), "identity": identity(cfg)})
-    print(f"done: {cfg.epochs} epochs, validation accuracy {final['val_acc']:.4f}; results in {out}", flush=True)
+    with dist.fail_fast():  # a failed dist worker exits at once instead of waiting for the others
+        trainer = Trainer(cfg, out)
+        cfg.extra = run_facts(cfg, trainer.data.synthetic, trainer.data.source, trainer.rank, trainer.num_workers)
+        checkpoint.atomic_write_json(out / "config.json", asdict(cfg))
+        start_epoch = trainer.resume()
+        print(f"training {cfg.model} on {'SYNTHETIC data' if trainer.data.synthetic else 'CIFAR-10'} "
+              f"({len(trainer.data.train_labels)} train / {len(trainer.data.test_labels)} test images), "
+              f"epochs {start_epoch + 1}..{cfg.epochs}, batch {cfg.batch_size}, {cfg.extra['contexts']}, "
+              f"OMP_NUM_THREADS={cfg.extra['omp_num_threads']}", flush=True)
+        write_metrics(out, trainer.history)
+        final = trainer.run(start_epoch) if start_epoch < cfg.epochs else trainer.history[-1]
+        export_model(trainer.inference_copy(), Path(cfg.model_dir), trainer.data.label_names, trainer.ctx[0])
+        checkpoint.atomic_write_json(out / COMPLETE_FILE, {
+            "epochs": cfg.epochs, "val_acc": final["val_acc"], "train_acc": final["train_acc"],
+            "synthetic_data": trainer.data.synthetic, "model_dir": str(Path(cfg.model_dir).resolve()),
+            "finished_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), "identity": identity(cfg)})
+        print(f"done: {cfg.epochs} epochs, validation accuracy {final['val_acc']:.4f}; results in {out}", flush=True)
     return 0
 
 

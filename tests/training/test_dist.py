@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 from conftest import SYNTHETIC_SIZE, TINY, run_module, train_env
 
-from training import checkpoint, launch, train
+from training import checkpoint, dist, launch, train
 
 
 def _params(path: Path) -> dict[str, np.ndarray]:
@@ -63,3 +63,42 @@ def test_dist_kvstore_without_a_job_is_a_clear_error(synthetic_dir: Path, tmp_pa
         train.main(["--dataset", "synthetic", "--data-dir", str(synthetic_dir), "--synthetic-size",
                     str(SYNTHETIC_SIZE), *TINY, "--epochs", "1", "--kvstore", "dist_sync", "--output-dir",
                     str(tmp_path)], env={})
+
+
+def test_kvstore_keys_are_small_consecutive_and_spread_over_servers() -> None:
+    """MXNet 1.9.1 picks server (key * 9973) % num_servers in a C int: keys must stay below 2**31 / 9973."""
+    layout = dist.key_layout(num_trainable=62, num_stats=40)
+    keys = [dist.RESUME_KEY, *layout["param"], *layout["grad"], *layout["stat"]]
+    assert keys == list(range(len(keys))) and len(layout["param"]) == 102 and len(layout["stat"]) == 40
+    assert max(keys) * 9973 < 2**31 and dist.KEY_LIMIT * 9973 >= 2**31 > (dist.KEY_LIMIT - 1) * 9973
+    for servers in (2, 3, 4):
+        load = np.bincount([(k * 9973) % servers for k in keys], minlength=servers)
+        assert load.max() - load.min() <= 1  # consecutive keys take the servers in turn
+    with pytest.raises(ValueError, match="kvstore keys"):
+        dist.key_layout(dist.KEY_LIMIT, 0)
+
+
+@pytest.mark.parametrize(("raised", "code", "message"), [
+    (RuntimeError("boom"), 1, "RuntimeError: boom"),
+    (SystemExit("workers disagree"), 1, "workers disagree"),
+    (SystemExit(3), 3, "exiting with 3"),
+    (KeyboardInterrupt(), 130, "exiting with 130"),
+])
+def test_failed_dist_worker_exits_at_once(monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture,
+                                          raised: BaseException, code: int, message: str) -> None:
+    """A normal exit would wait in the kvstore's destructor for the other workers: the job hung instead of failing."""
+    exits = []
+    monkeypatch.setattr(dist.DistSync, "created", True)
+    monkeypatch.setattr(dist.os, "_exit", exits.append)
+    with dist.fail_fast():
+        raise raised
+    assert exits == [code] and message in capsys.readouterr().err
+
+
+def test_without_a_dist_kvstore_errors_propagate(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(dist.DistSync, "created", False)
+    with pytest.raises(RuntimeError, match="boom"), dist.fail_fast():
+        raise RuntimeError("boom")
+    monkeypatch.setattr(dist.DistSync, "created", True)
+    with pytest.raises(SystemExit), dist.fail_fast():  # a successful exit is not a failure
+        raise SystemExit(0)
