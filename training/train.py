@@ -205,6 +205,21 @@ def _validate(cfg: Config, parser: argparse.ArgumentParser) -> None:
         parser.error(f"--lr {cfg.lr}: must be positive")
     if cfg.dtype == "bfloat16" and cfg.gpus > 0:
         parser.error("--dtype bfloat16 is for CPUs; use float32 on GPUs")
+    if cfg.dtype == "bfloat16" and not bfloat16_supported():
+        parser.error("--dtype bfloat16: MXNet has no bfloat16 kernels for this CPU (oneDNN's need AVX-512); "
+                     "use float32")
+
+
+def bfloat16_supported() -> bool:
+    """Whether MXNet runs bfloat16 convolutions on this CPU. Without AVX-512 (an AVX2-only CPU, for one) its oneDNN
+    kernels are missing and training would fail in the first batch with "could not create a primitive descriptor"."""
+    bf16 = np.dtype([("bfloat16", np.uint16)])  # MXNet's own spelling of the type
+    try:
+        x = mx.nd.ones((1, 1, 3, 3), ctx=mx.cpu()).astype(bf16)
+        mx.nd.Convolution(x, x, kernel=(3, 3), num_filter=1, no_bias=True).wait_to_read()
+    except mx.base.MXNetError:
+        return False
+    return True
 
 
 # -------------------------------------------------------------------------------------------------- schedule

@@ -94,19 +94,29 @@ def test_learning_rate_schedules() -> None:
 
 
 def test_training_options_run_end_to_end(synthetic_dir: Path, tmp_path: Path) -> None:
-    """Mixup, label smoothing, step schedule with warmup, plain SGD, a v2 network, hybridized, bfloat16 AMP."""
+    """Mixup, label smoothing, step schedule with warmup, plain SGD, a v2 network, hybridized, and bfloat16 AMP on
+    CPUs that have MXNet's bfloat16 kernels (AVX-512); elsewhere float32 and the refusal test below."""
+    dtype = "bfloat16" if train.bfloat16_supported() else "float32"
     args = ["--dataset", "synthetic", "--data-dir", str(synthetic_dir), "--synthetic-size", str(SYNTHETIC_SIZE),
             *TINY, "--model", "resnet8_v2", "--epochs", "2", "--limit-batches", "3", "--output-dir", str(tmp_path),
             "--mixup-alpha", "0.2", "--label-smoothing", "0.1", "--lr-schedule", "step", "--warmup-epochs", "0.5",
-            "--optimizer", "sgd", "--hybridize", "--dtype", "bfloat16"]
+            "--optimizer", "sgd", "--hybridize", "--dtype", dtype]
     result = run_module("training.train", args)
     assert result.returncode == 0, result.stdout + result.stderr
     history = [json.loads(line) for line in (tmp_path / "metrics.jsonl").read_text().splitlines()]
     assert [m["epoch"] for m in history] == [1, 2]
     assert all(m["train_loss"] == m["train_loss"] for m in history)  # not NaN
     config = json.loads((tmp_path / "config.json").read_text())
-    assert (config["dtype"], config["hybridize"], config["mixup_alpha"]) == ("bfloat16", True, 0.2)
+    assert (config["dtype"], config["hybridize"], config["mixup_alpha"]) == (dtype, True, 0.2)
     assert (tmp_path / "model-symbol.json").is_file()
+
+
+def test_bfloat16_without_cpu_support_is_a_clear_usage_error(monkeypatch: pytest.MonkeyPatch,
+                                                             capsys: pytest.CaptureFixture) -> None:
+    monkeypatch.setattr(train, "bfloat16_supported", lambda: False)
+    with pytest.raises(SystemExit) as exc:
+        train.resolve_config(["--dtype", "bfloat16", "--gpus", "0"], {})
+    assert exc.value.code == 2 and "no bfloat16 kernels for this CPU" in capsys.readouterr().err
 
 
 def test_several_devices_split_and_load_gpus_mocked_as_cpu_contexts(synthetic_dir: Path, tmp_path: Path,
