@@ -12,14 +12,23 @@ PIP_FLAGS ?= -q --disable-pip-version-check
 
 venv: $(VENV)/.installed $(TVENV)/.installed
 
-$(VENV)/.installed: requirements/controller.txt
+# pip bootstraps uv into the controller venv; uv installs the pinned requirements of both venvs (the same
+# packages from the same index, in a fraction of pip's time: most of a fresh clone's setup was pip).
+UV := $(BIN)/uv
+UV_FLAGS ?= -q
+
+$(VENV)/.bootstrap: requirements/bootstrap.txt
 	$(PYTHON) -m venv $(VENV)
-	$(BIN)/pip install $(PIP_FLAGS) -r requirements/controller.txt
+	$(BIN)/pip install $(PIP_FLAGS) -r requirements/bootstrap.txt
 	touch $@
 
-$(TVENV)/.installed: training/requirements.txt requirements/training-test.txt
+$(VENV)/.installed: requirements/controller.txt $(VENV)/.bootstrap
+	$(UV) pip install $(UV_FLAGS) --python $(BIN)/python -r requirements/controller.txt
+	touch $@
+
+$(TVENV)/.installed: training/requirements.txt requirements/training-test.txt $(VENV)/.bootstrap
 	$(PYTHON) -m venv $(TVENV)
-	$(TBIN)/pip install $(PIP_FLAGS) -r requirements/training-test.txt
+	$(UV) pip install $(UV_FLAGS) --python $(TBIN)/python -r requirements/training-test.txt
 	touch $@
 
 # The main job: emulator up, site.yml on inventory/local, emulator down.
