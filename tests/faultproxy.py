@@ -40,6 +40,7 @@ import dataclasses
 import http.client
 import json
 import random
+import signal
 import socket
 import sys
 import threading
@@ -601,6 +602,10 @@ def main(argv: list[str] | None = None) -> int:
     config = FaultConfig(throttle=args.throttle, server_error=args.server_error, drop=args.drop,
                          lost_response=args.lost_response, consistency_ms=args.consistency_ms, seed=args.seed,
                          capacity=[tuple(c.split("@", 1)) for c in args.capacity])  # type: ignore[misc]
+    # Ctrl-C or SIGTERM stops it and prints the counters, also when started by a parent that ignores SIGINT
+    # (pytest-xdist workers, nohup): a Python started with SIGINT ignored never installs its own handler.
+    signal.signal(signal.SIGINT, signal.default_int_handler)
+    signal.signal(signal.SIGTERM, signal.default_int_handler)
     proxy = FaultProxy(args.upstream, config, port=args.port).start()
     print(f"fault proxy on {proxy.endpoint} -> {args.upstream}", flush=True)
     try:

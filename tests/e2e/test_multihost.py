@@ -1,5 +1,6 @@
-"""Multi-host training through playbooks/train.yml: one MXNet dist_sync job with 2 workers and 1 server
-on two local test hosts (tests/testhosts, reached over SSH), on tiny synthetic data, trained to the end.
+"""Multi-host training through playbooks/train.yml: one MXNet dist_sync job on two local test hosts
+(tests/testhosts, reached over SSH) with the role's default layout (a server and a worker on each host, the
+scheduler on the first), on tiny synthetic data, trained to the end.
 
 Real parts: SSH, the DLAMI env layouts of the test-host profiles, MXNet's parameter server (scheduler,
 server and workers talking over TCP between the hosts' loopback addresses), the trainer. No GPU: CPU only.
@@ -23,6 +24,8 @@ STATE = ROOT / ".run" / "testhosts" / "pytest-multihost"
 SUBNET = "127.0.13"
 HOSTS = [HostSpec("mh-venv", "dlami-venv"), HostSpec("mh-conda", "dlami-legacy-conda")]
 EPOCHS = 2
+# Any process of a training job (scheduler and servers run psnode.py; the brackets keep pgrep from matching itself)
+TRAINING_PROCESSES = "training[.](train|launch)|training/(train|psnode)[.]py|import [m]xnet"
 TASK = "mxnet_train : {}".format  # task names as the json callback reports them
 TRAIN_PYTHON = ROOT / ".venv-train" / "bin" / "python"
 JOB = {
@@ -33,8 +36,6 @@ JOB = {
     "mxnet_train_batch_size": 32,
     "mxnet_train_log_interval": 4,       # batches between progress lines
     "mxnet_train_kvstore": "dist_sync",
-    "mxnet_train_num_servers": 1,
-    "mxnet_train_num_workers": 2,
     "mxnet_train_scheduler_port": 9291,
     "mxnet_train_port_base": 9300,
     "mxnet_train_poll_interval": 5,      # seconds
@@ -85,9 +86,11 @@ def test_scheduler_server_and_workers_are_dealt_over_the_hosts(trained, order):
     run, artifacts = trained
     start = TASK("Start the training processes")
     started = {host: [item["item"]["name"] for item in run.results(start, host)["results"]] for host in order}
-    assert started == {order[0]: ["scheduler", "server-0", "worker-0"], order[1]: ["worker-1"]}
+    # the role's defaults: one server and one worker per host (as the SageMaker MXNet toolkit runs them)
+    assert started == {order[0]: ["scheduler", "server-0", "worker-0"], order[1]: ["server-1", "worker-1"]}
     logs = {host: sorted(p.name for p in (artifacts / host).glob("*.log")) for host in order}
-    assert logs == {order[0]: ["scheduler.log", "server-0.log", "train.log"], order[1]: ["train.log"]}
+    assert logs == {order[0]: ["scheduler.log", "server-0.log", "train.log"],
+                    order[1]: ["server-1.log", "train.log"]}
 
 
 def test_both_workers_train_every_epoch_once_as_one_job(trained, order):
@@ -139,7 +142,7 @@ def test_finished_job_runs_again_as_a_no_op(trained, inventory: Path, fleet: Loc
     assert again.changed == 0, [(n, h) for n, h, r in again.all_results() if r.get("changed")]
     assert all(again.results(TASK("Start the training processes"), h).get("skipped") for h in order)
     for host in order:
-        left = fleet.ssh(host, "pgrep -a -f 'training[.](train|launch)|import [m]xnet' || true").stdout.strip()
+        left = fleet.ssh(host, f"pgrep -a -f '{TRAINING_PROCESSES}' || true").stdout.strip()
         assert left == ""
 
 
@@ -156,5 +159,5 @@ def test_failed_worker_stops_the_whole_job_on_every_host(trained, inventory: Pat
     assert re.search(r"Training processes failed: .*worker-[01] \(rc=2", failure), failure
     assert "--no-such-flag" in failure
     for host in order:
-        left = fleet.ssh(host, "pgrep -a -f 'training[.](train|launch)|import [m]xnet' || true").stdout.strip()
+        left = fleet.ssh(host, f"pgrep -a -f '{TRAINING_PROCESSES}' || true").stdout.strip()
         assert left == ""
