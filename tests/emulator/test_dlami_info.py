@@ -1,4 +1,5 @@
-"""dlami_info: unit tests of module_utils/dlfleet_dlami.py, and runs of the module through ansible-playbook.
+"""dlami_info against the emulator: the lookups of module_utils/dlfleet_dlami.py, and runs of the module through
+ansible-playbook (its pure logic is in tests/unit/test_dlami_info.py).
 
 Lookups go through boto3 over real HTTP to the session emulator (seeded with the DLAMIs and their SSM
 parameters); expected images are computed from the emulator's own DescribeImages answers.

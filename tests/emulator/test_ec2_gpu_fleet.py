@@ -1,6 +1,6 @@
-"""Unit tests of the ec2_gpu_fleet logic (module_utils/dlfleet_fleet.py).
+"""ec2_gpu_fleet against the emulator (module_utils/dlfleet_fleet.py; its pure input checks are in tests/unit).
 
-Input checks are pure. Everything else runs through boto3 over real HTTP against the session emulator, and
+Everything here runs through boto3 over real HTTP against the session emulator, and
 API requests are counted from its request log. Two launch faults that moto cannot produce (no capacity,
 a launch that ran but whose response was lost) come from a client wrapper named in the test.
 """

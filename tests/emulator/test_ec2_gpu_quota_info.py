@@ -1,4 +1,5 @@
-"""ec2_gpu_quota_info: unit tests of module_utils/dlfleet_quota.py, and runs of the module through ansible-playbook.
+"""ec2_gpu_quota_info against the emulator: the preflight of module_utils/dlfleet_quota.py, and runs of the module
+through ansible-playbook (its pure logic is in tests/unit/test_ec2_gpu_quota_info.py).
 
 Quota values come from the session emulator's Service Quotas API over real HTTP (changed per test with
 `scripts/aws-emulator set-quota`, restored afterwards); usage from instances really launched in it.

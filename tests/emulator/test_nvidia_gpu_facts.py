@@ -1,31 +1,14 @@
-"""nvidia_gpu_facts: the parser on real nvidia-smi outputs (fixtures name their source), the health gate,
-and the module through ansible-playbook with a replaying nvidia-smi (no GPU here: that part is mocked)."""
+"""nvidia_gpu_facts, the module through ansible-playbook with a replaying nvidia-smi (no GPU here: that part is
+mocked). The parser and the health gate on real outputs are unit tests (tests/unit/test_nvidia_gpu_facts.py)."""
 from __future__ import annotations
 
 import stat
 from pathlib import Path
 
-from ansible.module_utils.dlfleet_nvidia import (
-    QUERY_FIELDS,
-)
+from ansible.module_utils.dlfleet_nvidia import QUERY_FIELDS
 from helpers import ROOT, run_task
 
 FIXTURES = ROOT / "tests" / "fixtures" / "nvidia-smi"
-
-# What each real output shows, read off the fixture by eye:
-# (dir, count, names, driver, cuda, persistence, memory MiB, temperature C, utilisation %, volatile ECC)
-REAL = [
-    ("k80-410", 1, ["Tesla K80"], "410.104", "10.0", [False], [11441], [62], [100], [0]),
-    ("v100-525", 1, ["Tesla V100-SXM2..."], "525.105.17", "12.0", [True], [32768], [38], [0], [0]),
-    ("a10g-470", 1, ["NVIDIA A10G"], "470.256.02", "11.4", [True], [22731], [25], [0], [0]),
-    ("a10g-535", 1, ["NVIDIA A10G"], "535.247.01", "12.2", [False], [23028], [26], [0], [0]),
-    ("a100-580", 2, ["NVIDIA A100-SXM4-40GB"] * 2, "580.126.09", "13.0", [True, True], [40960, 40960], [41, 37],
-     [11, 7], [0, 0]),
-    ("h100-535", 1, ["NVIDIA H100 80GB HBM3"], "535.161.08", "12.2", [True], [81559], [28], [0], [0]),
-    ("h200-device", 1, ["NVIDIA H200"], "580.159.04", "13.0", [True], [143771], [34], [0], [0]),
-]
-
-
 
 
 def _replaying_nvidia_smi(tmp_path: Path, fixture: str, query_rc: int = 0) -> Path:

@@ -6,8 +6,6 @@ from typing import Any
 
 import pytest
 from ansible.module_utils import dlfleet_dlami as dl
-from ansible.module_utils.dlfleet_aws import aws_retry
-from ansible_collections.amazon.aws.plugins.module_utils.retries import RetryingBotoClientWrapper
 
 BASE = "base-oss-nvidia-driver-gpu-ubuntu-22.04"
 BASE_NAME = "Deep Learning Base OSS Nvidia Driver GPU AMI (Ubuntu 22.04) *"
@@ -19,21 +17,6 @@ def _params(**changes: Any) -> dict[str, Any]:
               "architecture": "x86_64", "owners": ["amazon"]}
     params.update(changes)
     return params
-
-
-def _wrap(client):
-    return RetryingBotoClientWrapper(client, aws_retry)
-
-
-@pytest.fixture
-def clients(emulator):
-    return _wrap(emulator.client("ec2")), _wrap(emulator.client("ssm"))
-
-
-def _newest(emulator, pattern: str, arch: str = "x86_64") -> dict[str, Any]:
-    images = emulator.client("ec2").describe_images(Owners=["amazon"], Filters=[
-        {"Name": "name", "Values": [pattern]}, {"Name": "architecture", "Values": [arch]}])["Images"]
-    return max(images, key=lambda i: i["CreationDate"])
 
 
 # --------------------------------------------------------------------------------------------------------

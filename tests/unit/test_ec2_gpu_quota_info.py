@@ -2,74 +2,12 @@
 usage and the shortfall message. The preflight against the emulator is in tests/emulator/."""
 from __future__ import annotations
 
-import subprocess
-from collections.abc import Iterator
 from typing import Any
 
 import pytest
 from ansible.module_utils import dlfleet_quota as dq
-from ansible.module_utils.dlfleet_aws import aws_retry
-from ansible_collections.amazon.aws.plugins.module_utils.retries import RetryingBotoClientWrapper
-from helpers import ROOT
 
 P_ON_DEMAND, G_ON_DEMAND, P_SPOT = "L-417A185B", "L-DB2E81BA", "L-7212CCBC"
-
-
-def _wrap(client):
-    return RetryingBotoClientWrapper(client, aws_retry)
-
-
-@pytest.fixture
-def set_quota(emulator) -> Iterator[Any]:
-    """set_quota(code, value or None); every quota touched is put back as it was."""
-    sq = emulator.client("service-quotas")
-    saved: dict[str, str] = {}
-
-    def _set(code: str, value: float | None) -> None:
-        if code not in saved:
-            try:
-                saved[code] = f"{sq.get_service_quota(ServiceCode='ec2', QuotaCode=code)['Quota']['Value']:g}"
-            except sq.exceptions.NoSuchResourceException:
-                saved[code] = "none"
-        _cli(emulator, code, "none" if value is None else f"{value:g}")
-
-    yield _set
-    for code, value in saved.items():
-        _cli(emulator, code, value)
-
-
-def _cli(emulator, code: str, value: str) -> None:
-    subprocess.run([str(ROOT / "scripts/aws-emulator"), "set-quota", code, value, "--state-dir",
-                    str(emulator.state_dir)], check=True, capture_output=True, timeout=60)
-
-
-@pytest.fixture
-def launched(emulator) -> Iterator[Any]:
-    """launch(instance_type, count, **extra) in the emulator; terminated afterwards."""
-    ec2 = emulator.client("ec2")
-    image = emulator.client("ssm").get_parameter(
-        Name="/aws/service/deeplearning/ami/x86_64/base-oss-nvidia-driver-gpu-ubuntu-22.04/latest/ami-id",
-    )["Parameter"]["Value"]
-    ids: list[str] = []
-
-    def _launch(instance_type: str, count: int, **extra: Any) -> list[str]:
-        out = ec2.run_instances(ImageId=image, InstanceType=instance_type, MinCount=count, MaxCount=count, **extra)
-        new = [i["InstanceId"] for i in out["Instances"]]
-        ids.extend(new)
-        return new
-
-    yield _launch
-    if ids:
-        ec2.terminate_instances(InstanceIds=ids)
-
-
-def _check(emulator, fleet: list[dict[str, Any]], market: str = "on-demand") -> dict[str, Any]:
-    return dq.check(_wrap(emulator.client("ec2")), _wrap(emulator.client("service-quotas")), fleet, market,
-                    "us-east-1")
-
-
-def _quota(result: dict[str, Any], code: str) -> dict[str, Any]:
-    return next(q for q in result["quotas"] if q["quota_code"] == code)
 
 
 # --------------------------------------------------------------------------------------------------------
