@@ -54,7 +54,7 @@ def sample_load(stop: threading.Event, out: list[float]) -> None:
         stop.wait(2.0)
 
 
-def run_side(label: str, ref: str, keep: bool) -> Side:
+def run_side(label: str, ref: str, keep: bool, make_args: tuple[str, ...] = ()) -> Side:
     side = Side(label, ref)
     work = Path(tempfile.mkdtemp(prefix="dlfleet-make-test-"))
     clone = work / "dlfleet"
@@ -70,7 +70,7 @@ def run_side(label: str, ref: str, keep: bool) -> Side:
         before = resource.getrusage(resource.RUSAGE_CHILDREN)
         start = time.monotonic()
         sampler.start()
-        proc = subprocess.run(["make", "test"], cwd=clone, env=env, stdin=subprocess.DEVNULL,
+        proc = subprocess.run(["make", *make_args, "test"], cwd=clone, env=env, stdin=subprocess.DEVNULL,
                               capture_output=True, text=True)
         side.wall_s = round(time.monotonic() - start, 1)
         stop.set()
@@ -87,7 +87,9 @@ def run_side(label: str, ref: str, keep: bool) -> Side:
                 n, what = part.split(" ", 1)
                 what = "errors" if what.startswith("error") else what
                 side.counts[what] = side.counts.get(what, 0) + int(n)
-        side.counts["molecule_scenarios_verified"] = len(re.findall(r"Verifier completed successfully", out))
+        plain = re.sub(r"\x1b\[[0-9;]*m", "", out)
+        side.counts["molecule_scenarios_verified"] = len(re.findall(r"^INFO\s+\S+ \S+ verify: Executed: Successful",
+                                                                   plain, re.MULTILINE))
         side.tail = out[-1500:]
     finally:
         if not keep:
@@ -107,8 +109,8 @@ def write_results(sides: list[Side]) -> None:
     lines = [
         "# `make test` from a clean clone",
         "",
-        f"Measured {dt.date.today().isoformat()} on {platform.node()} ({os.cpu_count()} cores, "
-        f"{platform.python_version()}), by `benchmarks/make_test/run.py`; each side a fresh clone running "
+        f"Measured {dt.date.today().isoformat()} on {os.cpu_count()} cores (Python {platform.python_version()}), by "
+        "`benchmarks/make_test/run.py`; each side a fresh clone running "
         "`make test` as CI does (venvs included).",
         "",
         "| side | ref | rc | wall | CPU (process tree) | mean load | tests (pytest, summed) | molecule scenarios |",
@@ -125,7 +127,8 @@ def write_results(sides: list[Side]) -> None:
     for s in sides:
         lines += [f"- {s.label}: " + "; ".join(s.pytest_runs)]
     (HERE / "RESULTS.md").write_text("\n".join(lines) + "\n")
-    (HERE / "results.json").write_text(json.dumps([asdict(s) for s in sides], indent=1) + "\n")
+    # the output's tail stays in make-test-<side>.log (not kept in git: it names the clone's temporary paths)
+    (HERE / "results.json").write_text(json.dumps([asdict(s) | {"tail": ""} for s in sides], indent=1) + "\n")
 
 
 def main() -> int:
@@ -134,17 +137,28 @@ def main() -> int:
     parser.add_argument("--baseline", help="the flat suite's commit, run alternately with --ref")
     parser.add_argument("--rounds", type=int, default=1)
     parser.add_argument("--keep", action="store_true", help="keep the clones (for a look at a failure)")
+    parser.add_argument("--baseline-keep-going", action="store_true",
+                        help="make -k on the baseline side: go on past a failing part (an old commit may fail one "
+                             "test on this CPU), so that its whole suite is still timed")
+    parser.add_argument("--baseline-only", action="store_true",
+                        help="run only the baseline side and add it to the sides already in results.json")
     args = parser.parse_args()
     if os.geteuid() != 0:
         parser.error("make test needs root (the test hosts)")
     ref = subprocess.run(["git", "rev-parse", "--short", args.ref], cwd=ROOT, check=True, capture_output=True,
                          text=True).stdout.strip()
     sides: list[Side] = []
+    if args.baseline_only:
+        if not args.baseline:
+            parser.error("--baseline-only needs --baseline REF")
+        sides = [Side(**s) for s in json.loads((HERE / "results.json").read_text())]
     for _ in range(args.rounds):
-        sides.append(run_side("tiered", ref, args.keep))
-        print(json.dumps(asdict(sides[-1]) | {"tail": None}), flush=True)
+        if not args.baseline_only:
+            sides.append(run_side("tiered", ref, args.keep))
+            print(json.dumps(asdict(sides[-1]) | {"tail": None}), flush=True)
         if args.baseline:
-            sides.append(run_side("baseline", args.baseline, args.keep))
+            sides.append(run_side("baseline", args.baseline, args.keep,
+                                  ("-k",) if args.baseline_keep_going else ()))
             print(json.dumps(asdict(sides[-1]) | {"tail": None}), flush=True)
         write_results(sides)
     return 0 if all(s.rc == 0 for s in sides) else 1
