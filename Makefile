@@ -46,8 +46,9 @@ lint: $(VENV)/.installed
 	@echo "lint: ok"
 
 # Test tiers (README, "Tests"). Each runs alone; `make test` runs them all, side by side where the cores allow.
-# PYTEST_WORKERS: pytest-xdist workers for the emulator and end-to-end tiers (most of their time is spent
-# waiting on ansible-playbook, the emulator, SSH and the trainer, so more workers than cores pays).
+# PYTEST_WORKERS: pytest-xdist workers for the emulator and end-to-end tiers. More workers than cores overlap the
+# files' waits (SSH, retry back-offs, the trainer); on 2 cores the whole suite is CPU-bound all the same
+# (benchmarks/make_test/RESULTS.md).
 PYTEST_WORKERS ?= 4
 # The tests run many MXNet processes at once on few cores. libgomp's threads spin while they wait for work and burn
 # the cores the other processes need: four trainers side by side on 2 cores took 2.0x the wall time and 2.1x the
