@@ -20,14 +20,12 @@ from __future__ import annotations
 import os
 import subprocess
 from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
 
 import ansible.module_utils
-import boto3
 import pytest
 from faultproxy import faulty_aws  # noqa: F401 - the fault-proxy fixture, defined next to the proxy
-from helpers import ROOT, read_env
+from helpers import ROOT, Emulator, read_env
 
 if str(ROOT / "module_utils") not in ansible.module_utils.__path__:
     ansible.module_utils.__path__.append(str(ROOT / "module_utils"))
@@ -91,27 +89,6 @@ class _FileGroups:
 def pytest_xdist_make_scheduler(config: pytest.Config, log):
     """Used by pytest-xdist (`-n N`); its own loadgroup needs the node-id rewrite that pytest 9 no longer takes."""
     return _FileGroups.make(config, log)
-
-
-@dataclass
-class Emulator:
-    state_dir: Path
-    endpoint: str
-    env: dict[str, str]
-
-    def client(self, service: str, region: str = "us-east-1"):
-        return boto3.client(
-            service,
-            region_name=region,
-            endpoint_url=self.endpoint,
-            aws_access_key_id=self.env["AWS_ACCESS_KEY_ID"],
-            aws_secret_access_key=self.env["AWS_SECRET_ACCESS_KEY"],
-        )
-
-    def reset(self) -> None:
-        """Wipe all emulator state and seed it again (between tests that need a clean account)."""
-        subprocess.run([str(ROOT / "scripts/aws-emulator"), "reset", "--state-dir", str(self.state_dir)],
-                       check=True, capture_output=True, text=True)
 
 
 @pytest.fixture(scope="session")

@@ -10,6 +10,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import boto3
 import yaml
 
 from scripts.emulator.cli import read_env  # noqa: F401 - the emulator's env file, read where it is written
@@ -137,3 +138,24 @@ def run_task(
         return run, run.results(name)
     except KeyError:
         return run, {"failed": True, "msg": run.stderr or run.stdout}
+
+
+@dataclass
+class Emulator:
+    state_dir: Path
+    endpoint: str
+    env: dict[str, str]
+
+    def client(self, service: str, region: str = "us-east-1"):
+        return boto3.client(
+            service,
+            region_name=region,
+            endpoint_url=self.endpoint,
+            aws_access_key_id=self.env["AWS_ACCESS_KEY_ID"],
+            aws_secret_access_key=self.env["AWS_SECRET_ACCESS_KEY"],
+        )
+
+    def reset(self) -> None:
+        """Wipe all emulator state and seed it again (between tests that need a clean account)."""
+        subprocess.run([str(ROOT / "scripts/aws-emulator"), "reset", "--state-dir", str(self.state_dir)],
+                       check=True, capture_output=True, text=True)

@@ -34,8 +34,7 @@ from typing import Any
 import pytest
 import yaml
 from ansible.module_utils.dlfleet_nvidia import QUERY_FIELDS
-from conftest import Emulator
-from helpers import ROOT, PlaybookResult, read_env, run_playbook
+from helpers import ROOT, Emulator, PlaybookResult, read_env, run_playbook
 from testhosts.testhosts import HostSpec, LocalHosts, VolumeSpec
 
 ROLE_ARN = "arn:aws:iam::123456789012:role/SageMakerRole"

@@ -15,8 +15,7 @@ from pathlib import Path
 import boto3
 import pytest
 from botocore.exceptions import ClientError
-from conftest import Emulator
-from helpers import ROOT, read_env
+from helpers import ROOT, Emulator, read_env
 
 SCRIPT = str(ROOT / "scripts/aws-emulator")
 DLAMI_OWNER = "898082745236"
