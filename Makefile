@@ -14,8 +14,11 @@ venv: $(VENV)/.installed $(TVENV)/.installed
 
 # pip bootstraps uv into the controller venv; uv installs the pinned requirements of both venvs (the same
 # packages from the same index, in a fraction of pip's time: most of a fresh clone's setup was pip).
+# --compile-bytecode: uv, unlike pip, writes no .pyc by default, and where PYTHONDONTWRITEBYTECODE is set (CI sets
+# it) no process ever writes one, so every ansible-playbook, module run, emulator and trainer compiled ansible,
+# botocore, moto or numpy from source again: twice the CPU for each import (benchmarks/make_test/RESULTS.md).
 UV := $(BIN)/uv
-UV_FLAGS ?= -q
+UV_FLAGS ?= -q --compile-bytecode
 
 $(VENV)/.bootstrap: requirements/bootstrap.txt
 	$(PYTHON) -m venv $(VENV)
