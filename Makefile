@@ -8,7 +8,7 @@ TBIN := $(CURDIR)/$(TVENV)/bin
 PIP_FLAGS ?= -q --disable-pip-version-check
 
 .PHONY: run test venv lint test-unit test-emulator test-e2e test-e2e-pytest test-controller test-training \
-        test-molecule test-molecule-dlami test-molecule-mxnet_train test-parallel os-deps bench clean
+        test-molecule test-molecule-dlami test-molecule-mxnet_train test-conformance test-parallel os-deps bench clean
 
 venv: $(VENV)/.installed $(TVENV)/.installed
 
@@ -32,6 +32,26 @@ $(VENV)/.installed: requirements/controller.txt $(VENV)/.bootstrap
 $(TVENV)/.installed: training/requirements.txt requirements/training-test.txt $(VENV)/.bootstrap
 	$(PYTHON) -m venv $(TVENV)
 	$(UV) pip install $(UV_FLAGS) --python $(TBIN)/python -r requirements/training-test.txt
+	touch $@
+
+# .venv-py38: the SageMaker MXNet 1.9 images' Python (3.8) with the real toolkits, for the conformance tier. Python 3.8
+# comes from pyenv (`pyenv prefix 3.8`) or from python3.8 on PATH; PY38=/path/to/python3.8 names another one.
+P38VENV := .venv-py38
+P38BIN := $(CURDIR)/$(P38VENV)/bin
+PY38 ?= $(shell { p=$$(pyenv prefix 3.8 2>/dev/null) && [ -x "$$p/bin/python3.8" ] && echo "$$p/bin/python3.8"; } \
+          || command -v python3.8 2>/dev/null)
+
+$(P38VENV)/.installed: requirements/conformance.txt requirements/py38-image.txt training/requirements.txt \
+                       $(VENV)/.bootstrap
+	@if [ -z "$(PY38)" ] || ! "$(PY38)" -c 'import sys; assert sys.version_info[:2] == (3, 8)' 2>/dev/null; then \
+	  echo "ERROR: the conformance tier needs Python 3.8 (the SageMaker MXNet 1.9 images' Python) and found none" \
+	       "(PY38='$(PY38)')." >&2; \
+	  echo "  Install it with pyenv: 'pyenv install 3.8' (then 'pyenv prefix 3.8' finds it), or put python3.8 on" \
+	       "PATH (e.g. 'apt-get install python3.8 python3.8-venv' where the distribution has it), or run" \
+	       "'make PY38=/path/to/python3.8 ...'." >&2; \
+	  exit 1; fi
+	$(PY38) -m venv $(P38VENV)
+	$(UV) pip install $(UV_FLAGS) --python $(P38BIN)/python -r requirements/conformance.txt
 	touch $@
 
 # The main job: emulator up, site.yml on inventory/local, emulator down.
@@ -78,6 +98,10 @@ test-controller: venv os-deps
 test-training: $(TVENV)/.installed
 	$(TBIN)/pytest -q tests/training
 
+# Our code under the real SageMaker toolkits (Python 3.8, in .venv-py38), compared with our local mode.
+test-conformance: venv $(P38VENV)/.installed
+	$(PYTEST) -q --durations=10 tests/conformance
+
 # (explicit rules: make skips pattern rules for .PHONY targets)
 test-molecule-dlami test-molecule-mxnet_train: venv os-deps
 	cd roles/$(@:test-molecule-%=%) && PATH="$(BIN):$$PATH" $(BIN)/molecule test
@@ -87,7 +111,7 @@ test-molecule: test-molecule-dlami test-molecule-mxnet_train
 # Everything after the venvs, side by side; each target's output is printed whole when it ends.
 test-parallel:
 	$(MAKE) -j5 --output-sync=target --no-print-directory lint test-training test-controller \
-	  test-molecule-dlami test-molecule-mxnet_train
+	  test-molecule-dlami test-molecule-mxnet_train test-conformance
 
 test: venv os-deps
 	@start=$$(date +%s); $(MAKE) --no-print-directory test-parallel; rc=$$?; \
