@@ -25,7 +25,7 @@ import contextlib
 import os
 import sys
 import traceback
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 
 import mxnet as mx
 
@@ -52,17 +52,21 @@ def key_layout(num_trainable: int, num_stats: int) -> dict[str, range]:
 
 
 @contextlib.contextmanager
-def fail_fast() -> Iterator[None]:
+def fail_fast(on_failure: Callable[[BaseException], None] | None = None) -> Iterator[None]:
     """Around a worker's run: when it fails after this process made a dist kvstore, report and exit at once.
 
     A normal exit would run the kvstore's destructor, which waits for the other workers (and for pushes that may
     never be answered): the failed worker stayed alive, so the launcher never saw it fail and the job hung.
+    on_failure(err) runs first (train.py writes SageMaker's failure file there).
     """
     try:
         yield
     except BaseException as err:
         if not DistSync.created or (isinstance(err, SystemExit) and not err.code):
             raise
+        if on_failure is not None:
+            with contextlib.suppress(Exception):
+                on_failure(err)
         if isinstance(err, SystemExit):
             code = err.code if isinstance(err.code, int) else 1
             if not isinstance(err.code, int):

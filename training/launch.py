@@ -17,6 +17,7 @@ The worker runs train.py with --kvstore dist_sync added unless the arguments nam
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import signal
 import socket
@@ -28,7 +29,12 @@ from pathlib import Path
 TRAIN_SCRIPT = Path(__file__).resolve().with_name("train.py")
 PSNODE_SCRIPT = Path(__file__).resolve().with_name("psnode.py")  # scheduler and servers
 ROLES = ("scheduler", "server", "worker")
-SAGEMAKER_SCHEDULER_PORT = 8000  # port of the scheduler on the first SageMaker host
+SAGEMAKER_SCHEDULER_PORT = 8000  # port of the scheduler on the first SageMaker host (the MXNet toolkit's default too)
+# Local mode only (dlfleet's, SageMaker never sets them): its hosts are processes on one machine, where the names
+# algo-N do not resolve and port 8000 may be taken, so it names their addresses and a free port.
+HOST_ADDRESSES_ENV = "DLFLEET_HOST_ADDRESSES"  # JSON {"algo-1": "127.0.0.1", ...}
+SCHEDULER_PORT_ENV = "DLFLEET_SCHEDULER_PORT"
+RESOLVE_SECONDS = 900  # how long a host name may take to resolve (the MXNet toolkit waits up to 15 minutes too)
 
 
 def role_env(role: str, scheduler_host: str, scheduler_port: int, num_workers: int, num_servers: int,
@@ -143,18 +149,42 @@ def _wait(workers: list[subprocess.Popen], support: list[subprocess.Popen]) -> i
         return 130
 
 
-def sagemaker_cluster(hosts: list[str], current: str, train_cmd: list[str]) -> int:
-    """SageMaker with several instances: the first host runs the scheduler, every host a server and a worker."""
+def resolve_host(host: str, env: dict[str, str], seconds: float = RESOLVE_SECONDS) -> str:
+    """The IPv4 address of a host name: ps-lite's scheduler binds DMLC_PS_ROOT_URI and cannot bind a name. SageMaker's
+    host names (algo-1, ...) resolve once every instance of the job is up, so a failed lookup is retried."""
+    mapped = json.loads(env.get(HOST_ADDRESSES_ENV) or "{}")
+    if host in mapped:
+        return mapped[host]
+    deadline, delay = time.monotonic() + seconds, 0.1
+    while True:
+        try:
+            return socket.gethostbyname(host)
+        except OSError as err:
+            if time.monotonic() + delay > deadline:
+                raise SystemExit(f"launch: the scheduler host {host!r} does not resolve to an address ({err}) after "
+                                 f"{seconds:.0f} s; every host of the job must resolve the others' names") from err
+            time.sleep(delay)
+            delay = min(delay * 2, 10.0)
+
+
+def sagemaker_cluster(hosts: list[str], current: str, train_cmd: list[str], env: dict[str, str] | None = None) -> int:
+    """SageMaker with several instances and no sagemaker_parameter_server_enabled: the first host runs the scheduler,
+    every host a server and a worker (as the MXNet toolkit lays out a job when the parameter server is on)."""
+    env = dict(os.environ if env is None else env)
     hosts = sorted(hosts)
-    scheduler = hosts[0]
+    address = resolve_host(hosts[0], env)
+    port = int(env.get(SCHEDULER_PORT_ENV) or SAGEMAKER_SCHEDULER_PORT)
+    print(f"launch: parameter-server job over {len(hosts)} hosts, scheduler {hosts[0]} ({address}:{port}), "
+          f"this host {current}", flush=True)
+
+    def role(name: str) -> dict[str, str]:
+        return role_env(name, address, port, len(hosts), len(hosts), base=env)
+
     support = []
-    if current == scheduler:
-        support.append(subprocess.Popen(command("scheduler", []), env=role_env(
-            "scheduler", scheduler, SAGEMAKER_SCHEDULER_PORT, len(hosts), len(hosts))))
-    support.append(subprocess.Popen(command("server", []), env=role_env(
-        "server", scheduler, SAGEMAKER_SCHEDULER_PORT, len(hosts), len(hosts))))
-    worker = subprocess.Popen([sys.executable, *worker_args(train_cmd)], env=role_env(
-        "worker", scheduler, SAGEMAKER_SCHEDULER_PORT, len(hosts), len(hosts)))
+    if current == hosts[0]:
+        support.append(subprocess.Popen(command("scheduler", []), env=role("scheduler")))
+    support.append(subprocess.Popen(command("server", []), env=role("server")))
+    worker = subprocess.Popen([sys.executable, *worker_args(train_cmd)], env=role("worker"))
     return _wait([worker], support)
 
 

@@ -3,6 +3,9 @@
     python -m training.train --dataset synthetic --synthetic-size 5000 --epochs 2 --output-dir out
     cd training && python train.py --epochs 2 ...        (SageMaker entry point; SM_* variables honoured)
 
+Serving is inference.py's job (the MXNet serving container imports the module named by SAGEMAKER_PROGRAM from
+/opt/ml/model/code; export_model ships inference.py there): this script only trains.
+
 Measured (benchmarks/trainer_throughput; ResNet-20 v1, batch 128, OMP_NUM_THREADS=2, 2 shared Xeon vCPUs with
 AVX-512/AMX, Python 3.11, mxnet 1.9.1 CPU/MKLDNN, numpy 1.23.5; interleaved with the baselines): 0.92-0.97x the
 bare forward/backward/step loop at load 1-2 (0.86x at load 6-15); 1.5-1.6x the GluonCV recipe's img/s as
@@ -29,6 +32,7 @@ import sys
 import time
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
+from typing import NoReturn
 
 import mxnet as mx
 import numpy as np
@@ -46,12 +50,9 @@ except ImportError:  # flat layout: `cd training && python train.py`, or SageMak
     import models
     from compat import zip_strict
 
-# The serving container imports these from the entry point when no separate inference script is given.
-model_fn = inference.model_fn
-transform_fn = inference.transform_fn
-
-SM_CHECKPOINT_ENV = "SM_CHECKPOINT_DIR"  # overrides the checkpoint root (SageMaker local mode roots /opt/ml elsewhere)
-SAGEMAKER_CHECKPOINT_DIR = "/opt/ml/checkpoints"  # managed spot training syncs this folder with S3
+CHECKPOINTS_UNDER_BASE = "checkpoints"  # CheckpointConfig's default LocalPath is /opt/ml/checkpoints (SM_MODEL_DIR's
+#                                        sibling); SageMaker syncs it with CheckpointConfig's S3Uri
+FAILURE_FILE = "failure"  # in $SM_OUTPUT_DIR: SageMaker's FailureReason is its first 1024 characters
 COMPLETE_FILE = "COMPLETE"
 METRICS_FILE = "metrics.jsonl"
 # config keys that do not change what is trained: a rerun may differ in these and still resume
@@ -92,7 +93,7 @@ class Config:
     limit_batches: int = 0  # stop each epoch after this many batches (0 = full epochs; for smoke tests/benchmarks)
     output_dir: str = ""  # results; default $SM_OUTPUT_DATA_DIR, else ./output
     model_dir: str = ""  # exported model; default $SM_MODEL_DIR, else the output folder
-    checkpoint_dir: str = ""  # default $SM_CHECKPOINT_DIR, /opt/ml/checkpoints (SageMaker), else OUT/checkpoints
+    checkpoint_dir: str = ""  # default /opt/ml/checkpoints when it exists (SageMaker), else OUT/checkpoints
     keep_checkpoints: int = 2  # newest checkpoints kept
     extra: dict = field(default_factory=dict)  # run facts filled in at start (versions, threads, rank)
 
@@ -111,8 +112,24 @@ def str2bool(value: str | bool) -> bool:
     raise argparse.ArgumentTypeError(f"expected true or false, got {value!r}")
 
 
+class UsageError(SystemExit):
+    """A bad flag or hyperparameter: exit status 2 as with argparse, and the message kept for the failure file."""
+
+    def __init__(self, message: str):
+        super().__init__(2)
+        self.message = message
+
+
+class Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> NoReturn:
+        self.print_usage(sys.stderr)
+        text = f"{self.prog}: error: {message}"
+        print(text, file=sys.stderr, flush=True)
+        raise UsageError(text)
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="python -m training.train", description=__doc__.split("\n\n")[0])
+    parser = Parser(prog="python -m training.train", description=__doc__.split("\n\n")[0])
     comments = _field_comments()
     for f in fields(Config):
         if f.name == "extra":
@@ -180,17 +197,22 @@ def resolve_config(argv: list[str], env: dict[str, str]) -> Config:
     cfg.output_dir = cfg.output_dir or env.get("SM_OUTPUT_DATA_DIR") or "output"
     cfg.model_dir = cfg.model_dir or env.get("SM_MODEL_DIR") or cfg.output_dir
     if not cfg.checkpoint_dir:
-        under_sagemaker = "SM_MODEL_DIR" in env or "SM_TRAINING_ENV" in env
-        if env.get(SM_CHECKPOINT_ENV):
-            cfg.checkpoint_dir = env[SM_CHECKPOINT_ENV]
-        elif under_sagemaker and os.path.isdir(SAGEMAKER_CHECKPOINT_DIR):
-            cfg.checkpoint_dir = SAGEMAKER_CHECKPOINT_DIR
-        else:
-            cfg.checkpoint_dir = os.path.join(cfg.output_dir, "checkpoints")
+        managed = sagemaker_checkpoint_dir(env)
+        cfg.checkpoint_dir = managed if managed and os.path.isdir(managed) else os.path.join(cfg.output_dir,
+                                                                                             "checkpoints")
     if cfg.gpus < 0:
         cfg.gpus = int(env["SM_NUM_GPUS"]) if env.get("SM_NUM_GPUS") else mx.context.num_gpus()
     _validate(cfg, parser)
     return cfg
+
+
+def sagemaker_checkpoint_dir(env: dict[str, str]) -> str | None:
+    """CheckpointConfig's default local path, /opt/ml/checkpoints, seen from the job's SM_MODEL_DIR (/opt/ml/model):
+    the same folder in SageMaker and under a relocated /opt/ml (SAGEMAKER_BASE_DIR, local mode). SageMaker creates
+    it only for a job with a CheckpointConfig; a job with another LocalPath passes --checkpoint-dir."""
+    if not env.get("SM_MODEL_DIR"):
+        return None
+    return os.path.join(os.path.dirname(os.path.normpath(env["SM_MODEL_DIR"])), CHECKPOINTS_UNDER_BASE)
 
 
 def _validate(cfg: Config, parser: argparse.ArgumentParser) -> None:
@@ -532,18 +554,74 @@ def finished(out: Path, cfg: Config) -> bool:
     return True
 
 
+def job_kvstore(kvstore: str, env: dict[str, str]) -> str:
+    """The kvstore to train with. A process started as a parameter-server worker (DMLC_ROLE=worker) trains with the
+    job: SageMaker with sagemaker_parameter_server_enabled, where the MXNet toolkit has started the scheduler and the
+    servers and exports DMLC_ROLE=worker to the script, whose kvstore flag still says local."""
+    if env.get("DMLC_ROLE") != "worker" or kvstore.startswith("dist"):
+        return kvstore
+    print(f"DMLC_ROLE=worker in a parameter-server job of {env.get('DMLC_NUM_WORKER', '?')} workers: --kvstore "
+          f"{kvstore} -> dist_sync", flush=True)
+    return "dist_sync"
+
+
+def failure_reason(err: BaseException) -> str | None:
+    """What the failure file says about an exception that ends the run (None: not a failure)."""
+    if isinstance(err, UsageError):
+        return err.message
+    if isinstance(err, SystemExit):
+        if err.code in (0, None):
+            return None
+        return err.code if isinstance(err.code, str) else f"training exited with status {err.code}"
+    if isinstance(err, KeyboardInterrupt):
+        return "training interrupted (SIGINT)"
+    return f"{type(err).__name__}: {err}"
+
+
+def write_failure(env: dict[str, str], reason: str) -> None:
+    """Under SageMaker ($SM_OUTPUT_DIR set), put the reason into the failure file that becomes the job's FailureReason.
+    The toolkits write that file only when it is not there yet, so the trainer's own words win over their generic
+    "ExecuteUserScriptError ... ErrorMessage \"\"" (the MXNet toolkit does not capture the script's stderr)."""
+    if not env.get("SM_OUTPUT_DIR"):
+        return
+    path = Path(env["SM_OUTPUT_DIR"]) / FAILURE_FILE
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with open(path, "x") as fh:  # the first failure is the cause: never overwrite it
+            fh.write(reason[:4096])
+    except OSError:
+        pass  # the file exists already, or the folder cannot be written: the exit status still says it failed
+
+
 def main(argv: list[str] | None = None, env: dict[str, str] | None = None) -> int:
     env = dict(os.environ if env is None else env)
-    cfg = resolve_config(sys.argv[1:] if argv is None else argv, env)
+    argv = sys.argv[1:] if argv is None else argv
+    try:
+        code = _run(argv, env)
+    except BaseException as err:
+        reason = failure_reason(err)
+        if reason:
+            write_failure(env, reason)
+        raise
+    if code:
+        write_failure(env, f"the parameter-server job ended with status {code} (a scheduler, server or worker "
+                           f"failed; see the log)")
+    return code
+
+
+def _run(argv: list[str], env: dict[str, str]) -> int:
+    cfg = resolve_config(argv, env)
     hosts = json.loads(env.get("SM_HOSTS") or "[]")
+    cfg.kvstore = job_kvstore(cfg.kvstore, env)
     if len(hosts) > 1 and "DMLC_ROLE" not in env:  # SageMaker, several instances: become a parameter-server job
-        return launch.sagemaker_cluster(hosts, env.get("SM_CURRENT_HOST", hosts[0]), [str(Path(__file__).resolve())]
-                                        + (sys.argv[1:] if argv is None else argv))
+        return launch.sagemaker_cluster(hosts, env.get("SM_CURRENT_HOST", hosts[0]),
+                                        [str(Path(__file__).resolve()), *argv], env)
     out = Path(cfg.output_dir)
     out.mkdir(parents=True, exist_ok=True)
     if finished(out, cfg):
         return 0
-    with dist.fail_fast():  # a failed dist worker exits at once instead of waiting for the others
+    # a failed dist worker exits at once instead of waiting for the others (and reports why first)
+    with dist.fail_fast(on_failure=lambda err: write_failure(env, failure_reason(err) or "training failed")):
         trainer = Trainer(cfg, out)
         cfg.extra = run_facts(cfg, trainer.data.synthetic, trainer.data.source, trainer.rank, trainer.num_workers)
         checkpoint.atomic_write_json(out / "config.json", asdict(cfg))

@@ -80,6 +80,7 @@ def test_bad_requests_name_the_problem(exported) -> None:
         inference.transform_fn(model, json.dumps(np.zeros((3, 8, 8)).tolist()), "application/json", "*/*")
 
 
-def test_entry_point_exposes_handlers() -> None:
-    assert train.model_fn is inference.model_fn and train.transform_fn is inference.transform_fn
+def test_inference_ships_alone_and_train_does_not_serve() -> None:
+    """The serving container imports SAGEMAKER_PROGRAM from /opt/ml/model/code only: inference.py goes there alone."""
     assert Path(inference.__file__).read_text().count("from training") == 0  # ships alone as code/inference.py
+    assert not hasattr(train, "model_fn") and not hasattr(train, "transform_fn")
