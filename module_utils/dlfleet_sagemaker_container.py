@@ -6,7 +6,8 @@
 #   python <this> train <job_dir>    the training container: /opt/ml layout rooted in <job_dir>/algo-N,
 #                                    SM_* env, hyperparameters as CLI args, model.tar.gz to output_path
 #   python <this> tune <tuning_dir>  a tuning job: trials as local training jobs, objective from the logs
-#   python <this> serve ...          the inference container: /ping and /invocations on 127.0.0.1
+#   python <this> serve ...          the inference container: /ping and /invocations on 127.0.0.1, the code
+#                                    from the model's code/ folder only
 # The job's record (record.json) has the DescribeTrainingJob / DescribeHyperParameterTuningJob shape, so
 # the modules read local jobs exactly as they read AWS answers.
 from __future__ import annotations
@@ -248,7 +249,12 @@ def cli_args(hps: dict[str, Any]) -> list[str]:
     return args
 
 
-def host_layout(job_dir: str, host: str) -> dict[str, str]:
+DEFAULT_CHECKPOINT_PATH = "/opt/ml/checkpoints"  # CheckpointConfig's LocalPath when the request gives none
+
+
+def host_layout(job_dir: str, host: str, checkpoint_path: str = DEFAULT_CHECKPOINT_PATH) -> dict[str, str]:
+    """A host's folders: its filesystem root is <job_dir>/<host>, so /opt/ml is <job_dir>/<host>/opt/ml and
+    CheckpointConfig's LocalPath (any absolute path) lands under the same root."""
     root = os.path.join(job_dir, host, "opt", "ml")
     return {
         "root": root,
@@ -259,7 +265,7 @@ def host_layout(job_dir: str, host: str) -> dict[str, str]:
         "output": os.path.join(root, "output"),
         "output_data": os.path.join(root, "output", "data"),
         "intermediate": os.path.join(root, "output", "intermediate"),
-        "checkpoints": os.path.join(root, "checkpoints"),
+        "checkpoints": os.path.join(job_dir, host, checkpoint_path.lstrip("/")),
         "log": os.path.join(job_dir, f"{host}.log"),
     }
 
@@ -287,7 +293,6 @@ def container_env(request: dict[str, Any], host: str, hosts: list[str], layout: 
         "SM_OUTPUT_DIR": layout["output"],
         "SM_OUTPUT_DATA_DIR": layout["output_data"],
         "SM_OUTPUT_INTERMEDIATE_DIR": layout["intermediate"],
-        "SM_CHECKPOINT_DIR": layout["checkpoints"],
         "SM_NUM_CPUS": str(os.cpu_count() or 1),
         "SM_NUM_GPUS": str(num_gpus),
         "SM_LOG_LEVEL": str(decoded.get("sagemaker_container_log_level", 20)),
@@ -298,7 +303,6 @@ def container_env(request: dict[str, Any], host: str, hosts: list[str], layout: 
         "SM_USER_ARGS": json.dumps(cli_args(user_hps)),
         "SM_CURRENT_INSTANCE_TYPE": request["ResourceConfig"]["InstanceType"],
         "SM_IS_MASTER": str(host == hosts[0]).lower(),
-        "SM_MASTER_ADDR": "127.0.0.1",
         "TRAINING_JOB_NAME": request["TrainingJobName"],
         "TRAINING_JOB_ARN": arn(os.environ.get("AWS_REGION", "us-east-1"), "training-job",
                                 request["TrainingJobName"]),
@@ -335,6 +339,10 @@ class TrainingRun:
         self.lock = threading.Lock()
         self.metrics: dict[str, dict[str, Any]] = {}
         self.history: dict[str, list[float]] = {}
+        self.checkpoint = self.request.get("CheckpointConfig") or {}
+
+    def layout(self, host: str) -> dict[str, str]:
+        return host_layout(self.dir, host, self.checkpoint.get("LocalPath") or DEFAULT_CHECKPOINT_PATH)
 
     # record plumbing
     def save(self, **changes: Any) -> None:
@@ -424,9 +432,11 @@ class TrainingRun:
             }
         hps = self.request.get("HyperParameters") or {}
         for host in self.hosts:
-            layout = host_layout(self.dir, host)
-            for key in ("config", "data", "code", "model", "output_data", "intermediate", "checkpoints"):
+            layout = self.layout(host)
+            for key in ("config", "data", "code", "model", "output_data", "intermediate"):
                 os.makedirs(layout[key], exist_ok=True)
+            if self.checkpoint:  # SageMaker makes CheckpointConfig's LocalPath for a job that has one
+                os.makedirs(layout["checkpoints"], exist_ok=True)
             for name in channels:
                 os.makedirs(os.path.join(layout["data"], name), exist_ok=True)
             write_json(os.path.join(layout["config"], "hyperparameters.json"), hps)
@@ -437,8 +447,9 @@ class TrainingRun:
                 "instance_groups": [{"instance_group_name": "homogeneousCluster", "hosts": self.hosts,
                                      "instance_type": self.request["ResourceConfig"]["InstanceType"]}],
                 "network_interface_name": "lo"})
-            with contextlib.suppress(FileNotFoundError):
-                os.unlink(os.path.join(layout["output"], "failure"))
+            for name in ("failure", "success"):
+                with contextlib.suppress(FileNotFoundError):
+                    os.unlink(os.path.join(layout["output"], name))
 
     def download(self) -> None:
         hps = {k: decode(v) for k, v in (self.request.get("HyperParameters") or {}).items()}
@@ -447,7 +458,7 @@ class TrainingRun:
             archive = os.path.join(self.dir, "sourcedir.tar.gz")
             fetch_file(submit, archive)
             for host in self.hosts:
-                code = host_layout(self.dir, host)["code"]
+                code = self.layout(host)["code"]
                 shutil.rmtree(code, ignore_errors=True)
                 unpack(archive, code)
         for channel in self.request.get("InputDataConfig") or []:
@@ -455,26 +466,26 @@ class TrainingRun:
             uri = source.get("S3Uri") or channel["DataSource"].get("FileDataSource", {}).get("FileUri")
             sharded = (source.get("S3DataDistributionType") or channel["DataSource"].get(
                 "FileDataSource", {}).get("FileDataDistributionType")) == "ShardedByS3Key"
-            first = host_layout(self.dir, self.hosts[0])
+            first = self.layout(self.hosts[0])
             dest = os.path.join(first["data"], channel["ChannelName"])
             names = sorted(fetch_prefix(uri, dest))
             for host in self.hosts[1:]:
-                other = os.path.join(host_layout(self.dir, host)["data"], channel["ChannelName"])
+                other = os.path.join(self.layout(host)["data"], channel["ChannelName"])
                 for name in names:
                     target = os.path.join(other, name)
                     os.makedirs(os.path.dirname(target), exist_ok=True)
                     _link_or_copy(os.path.join(dest, name), target)
             if sharded:  # each host keeps every len(hosts)-th object, as S3 key sharding does
                 for index, host in enumerate(self.hosts):
-                    folder = os.path.join(host_layout(self.dir, host)["data"], channel["ChannelName"])
+                    folder = os.path.join(self.layout(host)["data"], channel["ChannelName"])
                     for position, name in enumerate(names):
                         if position % len(self.hosts) != index:
                             os.unlink(os.path.join(folder, name))
-        checkpoint = (self.request.get("CheckpointConfig") or {}).get("S3Uri")
+        checkpoint = self.checkpoint.get("S3Uri")
         if checkpoint:
             for host in self.hosts:
                 fetch_prefix(checkpoint.rstrip("/") + "/" if checkpoint.startswith("s3://") else checkpoint,
-                             host_layout(self.dir, host)["checkpoints"])
+                             self.layout(host)["checkpoints"])
 
     def num_gpus(self) -> int:
         if self.request["ResourceConfig"]["InstanceType"] != "local_gpu":
@@ -504,22 +515,31 @@ class TrainingRun:
         workers: list[tuple[str, subprocess.Popen]] = []
         dist = bool(hps.get("sagemaker_parameter_server_enabled"))
         dmlc: dict[str, str] = {}
+        if len(self.hosts) > 1 and not dist:
+            # The script lays out its own parameter-server job (training/launch.py). Every "host" is this machine,
+            # where the names algo-N resolve to nothing and port 8000 may be taken: name them and a free port.
+            base["DLFLEET_HOST_ADDRESSES"] = json.dumps({h: "127.0.0.1" for h in self.hosts})
+            base["DLFLEET_SCHEDULER_PORT"] = str(free_port())
         if dist:
             dmlc = {"DMLC_PS_ROOT_URI": "127.0.0.1", "DMLC_PS_ROOT_PORT": str(free_port()),
                     "DMLC_NUM_SERVER": str(len(self.hosts)), "DMLC_NUM_WORKER": str(len(self.hosts))}
-            first = host_layout(self.dir, self.hosts[0])
+            first = self.layout(self.hosts[0])
             self.spawn([self.python, "-c", "import mxnet"], {**base, **dmlc, "DMLC_ROLE": "scheduler"},
                        first["code"], os.path.join(self.dir, "scheduler.log"))
             for host in self.hosts:
                 self.spawn([self.python, "-c", "import mxnet"], {**base, **dmlc, "DMLC_ROLE": "server"},
-                           host_layout(self.dir, host)["code"], os.path.join(self.dir, f"{host}-server.log"))
+                           self.layout(host)["code"], os.path.join(self.dir, f"{host}-server.log"))
         for host in self.hosts:
-            layout = host_layout(self.dir, host)
+            layout = self.layout(host)
             env = {**base, **container_env(self.request, host, self.hosts, layout, channels, gpus)}
             if dist:
                 env.update(dmlc, DMLC_ROLE="worker")
             argv = [self.python, program, *cli_args(user_hps)]
             with open(layout["log"], "ab") as log:
+                if os.path.isfile(os.path.join(layout["code"], "requirements.txt")):
+                    log.write(f"requirements.txt: local mode does not pip-install it (the SageMaker training "
+                              f"toolkit runs `pip install -r requirements.txt` in its throwaway container); what it "
+                              f"lists must already be installed for {self.python}\n".encode())
                 log.write(f"Invoking script with the following command:\n{' '.join(argv)}\n".encode())
             workers.append((host, self.spawn(argv, env, layout["code"], layout["log"])))
         max_run = int(self.request["StoppingCondition"]["MaxRuntimeInSeconds"])
@@ -536,17 +556,13 @@ class TrainingRun:
         self.kill_all()  # parameter servers and scheduler end with the workers
         if self.stop_reason:
             return None
+        failures = []
         for host, proc in workers:
-            if proc.returncode != 0:
-                layout = host_layout(self.dir, host)
-                reason = ""
-                with contextlib.suppress(OSError), open(os.path.join(layout["output"], "failure")) as fh:
-                    reason = fh.read().strip()
-                last = tail(layout["log"], 1)
-                message = reason or (last[0] if last else "")
-                return (f"AlgorithmError: ExecuteUserScriptError: ExitCode {proc.returncode} on {host}, "
-                        f"ErrorMessage {message!r}, Command {program}")
-        return None
+            failure = report_outcome(self.layout(host)["output"], proc.returncode, proc.args)
+            if failure is not None:
+                failures.append(failure)
+        # SageMaker's FailureReason: the failure file's first 1024 characters (of the first host that wrote one)
+        return f"AlgorithmError: {failures[0]}" if failures else None
 
     def collect_metrics(self) -> None:
         """Final metric values from the logs, with the job's MetricDefinitions, as CloudWatch does."""
@@ -557,7 +573,7 @@ class TrainingRun:
         found: dict[str, list[float]] = {}
         for host in self.hosts[:1]:
             try:
-                with open(host_layout(self.dir, host)["log"], errors="replace") as fh:
+                with open(self.layout(host)["log"], errors="replace") as fh:
                     text = fh.read()
             except OSError:
                 continue
@@ -579,19 +595,35 @@ class TrainingRun:
         shutil.rmtree(merged, ignore_errors=True)
         os.makedirs(merged)
         for host in reversed(self.hosts):  # algo-1 written last: the master's files win
-            shutil.copytree(host_layout(self.dir, host)["model"], merged, dirs_exist_ok=True)
+            shutil.copytree(self.layout(host)["model"], merged, dirs_exist_ok=True)
         archive = os.path.join(self.dir, "model.tar.gz")
         pack_dir(merged, archive)
         put_file(archive, f"{base}/model.tar.gz", self.kms)
         self.save(ModelArtifacts={"S3ModelArtifacts": f"{base}/model.tar.gz"})
-        data_dir = host_layout(self.dir, self.hosts[0])["output_data"]
+        data_dir = self.layout(self.hosts[0])["output_data"]
         if os.listdir(data_dir):
             out = os.path.join(self.dir, "output.tar.gz")
             pack_dir(data_dir, out)
             put_file(out, f"{base}/output.tar.gz", self.kms)
-        checkpoint = (self.request.get("CheckpointConfig") or {}).get("S3Uri")
+        checkpoint = self.checkpoint.get("S3Uri")
         if checkpoint:
-            put_tree(host_layout(self.dir, self.hosts[0])["checkpoints"], checkpoint, self.kms)
+            put_tree(self.layout(self.hosts[0])["checkpoints"], checkpoint, self.kms)
+
+
+def report_outcome(output_dir: str, returncode: int, argv: list[str]) -> str | None:
+    """The training toolkit's last step: output/success for a run that ended well, else output/failure with what
+    sagemaker-training 5.x writes (unless the script wrote its own reason there first: the toolkit keeps an existing
+    file). The MXNet toolkit does not capture the script's stderr, so its message is empty. Returns the failure."""
+    path = os.path.join(output_dir, "failure")
+    if returncode == 0:
+        with open(os.path.join(output_dir, "success"), "w"):
+            pass
+        return None
+    if not os.path.exists(path):
+        with open(path, "w") as fh:
+            fh.write(f'ExecuteUserScriptError:\nExitCode {returncode}\nErrorMessage ""\nCommand "{" ".join(argv)}"')
+    with open(path, errors="replace") as fh:
+        return fh.read()[:1024]
 
 
 def free_port() -> int:
@@ -856,30 +888,50 @@ def initial_training_record(request: dict[str, Any], region: str, python: str) -
 # Serving: the MXNet inference container's HTTP contract, through the user's handlers
 # ----------------------------------------------------------------------------------------------------
 
+UTF8_TYPES = ("application/json", "text/csv")  # request bodies the toolkit hands over as text, not bytes
+ANY = "*/*"
+
+
 class Handlers:
-    """model_fn + transform_fn, or input_fn/predict_fn/output_fn, loaded from the inference script."""
+    """The user's inference module, as the MXNet serving toolkit (sagemaker-inference's Transformer under
+    sagemaker-mxnet-inference's handler service) loads and calls it: SAGEMAKER_PROGRAM imported as a proper module
+    from <model_dir>/code (the model archive's code/ folder, nothing else), model_fn(model_dir), then transform_fn or
+    input_fn/predict_fn/output_fn per request. A module that does not load leaves `error` set: the model server then
+    has no worker, and every request gets 503."""
 
-    def __init__(self, code_dir: str, program: str, model_dir: str) -> None:
-        sys.path.insert(0, code_dir)
-        path = os.path.join(code_dir, program)
-        spec = importlib.util.spec_from_file_location(program[:-3] if program.endswith(".py") else program, path)
-        if spec is None or spec.loader is None:
-            raise RuntimeError(f"cannot load the inference script {path}")
-        self.module = importlib.util.module_from_spec(spec)
-        spec.loader.exec_module(self.module)
-        if not hasattr(self.module, "model_fn"):
-            raise RuntimeError(f"{program} has no model_fn(model_dir)")
-        self.model = self.module.model_fn(model_dir)
+    def __init__(self, model_dir: str, program: str) -> None:
+        self.model_dir, self.code_dir = model_dir, os.path.join(model_dir, "code")
+        self.name = program[:-3] if program.endswith(".py") else program
+        self.module: Any = None
+        self.model: Any = None
+        self.error: str | None = None
         self.lock = threading.Lock()
+        try:
+            self.load()
+        except Exception as err:
+            traceback.print_exc()
+            self.error = f"{type(err).__name__}: {err}"
 
-    def invoke(self, body: bytes, content_type: str, accept: str) -> tuple[bytes, str]:
+    def load(self) -> None:
+        if self.code_dir not in sys.path:
+            sys.path.insert(0, self.code_dir)  # the toolkit puts code/ on PYTHONPATH
+        self.module = importlib.import_module(self.name)  # in sys.modules, as a proper module
         mod = self.module
+        if hasattr(mod, "transform_fn") and any(hasattr(mod, f) for f in ("input_fn", "predict_fn", "output_fn")):
+            raise ValueError("Cannot use transform_fn implementation in conjunction with input_fn, predict_fn, "
+                             "and/or output_fn implementation")
+        if not hasattr(mod, "model_fn"):
+            raise RuntimeError(f"{self.name} has no model_fn(model_dir)")
+        self.model = mod.model_fn(self.model_dir)
+
+    def invoke(self, body: bytes, content_type: str | None, accept: str) -> tuple[bytes, str]:
+        mod = self.module
+        data: bytes | str = body.decode("utf-8") if content_type in UTF8_TYPES else body
         with self.lock:
             if hasattr(mod, "transform_fn"):
-                result = mod.transform_fn(self.model, body, content_type, accept)
+                result = mod.transform_fn(self.model, data, content_type, accept)
             else:
-                data = mod.input_fn(body, content_type)
-                prediction = mod.predict_fn(data, self.model)
+                prediction = mod.predict_fn(mod.input_fn(data, content_type), self.model)
                 result = mod.output_fn(prediction, accept)
         out_type = accept
         if isinstance(result, tuple):
@@ -890,6 +942,8 @@ class Handlers:
 
 
 def make_handler(handlers: Handlers):
+    default_accept = os.environ.get("SAGEMAKER_DEFAULT_INVOCATIONS_ACCEPT") or "application/json"
+
     class Handler(http.server.BaseHTTPRequestHandler):
         protocol_version = "HTTP/1.1"
 
@@ -914,15 +968,22 @@ def make_handler(handlers: Handlers):
                 self.reply(404, b"not found", "text/plain")
                 return
             body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
-            content_type = self.headers.get("Content-Type") or "application/json"
-            accept = self.headers.get("Accept") or "application/json"
-            if accept == "*/*":
-                accept = "application/json"
+            if handlers.error is not None:
+                message = f"No worker is available to serve request: model (the model did not load: {handlers.error})"
+                self.reply(503, json.dumps({"code": 503, "type": "ServiceUnavailableException",
+                                            "message": message}).encode(), "application/json")
+                return
+            content_type = self.headers.get("Content-Type")  # None when missing: the handlers get None too
+            accept = self.headers.get("Accept")
+            if not accept or accept == ANY:
+                accept = default_accept
             try:
                 out, out_type = handlers.invoke(body, content_type, accept)
             except Exception as err:
-                traceback.print_exc()
-                self.reply(500, f"{type(err).__name__}: {err}".encode(), "text/plain")
+                trace = traceback.format_exc()
+                sys.stderr.write(trace)
+                # the toolkit's answer to an error in the user's code: 500, the message, then the traceback
+                self.reply(500, f"{err}\n{trace}".encode(), "text/plain")
                 return
             self.reply(200, out, out_type)
 
@@ -940,7 +1001,7 @@ class ReusePortServer(http.server.ThreadingHTTPServer):
 
 
 def serve(args: argparse.Namespace) -> int:
-    handlers = Handlers(args.code_dir, args.program, args.model_dir)
+    handlers = Handlers(args.model_dir, args.program)
     server = ReusePortServer(("127.0.0.1", args.port), make_handler(handlers))
     signal.signal(signal.SIGTERM, lambda *_: threading.Thread(target=server.shutdown, daemon=True).start())
     port = server.server_address[1]
@@ -959,7 +1020,6 @@ def main(argv: list[str] | None = None) -> int:
     tune.add_argument("tuning_dir")
     srv = sub.add_parser("serve")
     srv.add_argument("--model-dir", required=True)
-    srv.add_argument("--code-dir", required=True)
     srv.add_argument("--program", required=True)
     srv.add_argument("--port", type=int, default=0)
     srv.add_argument("--ready-file", required=True)

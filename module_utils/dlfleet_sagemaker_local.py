@@ -388,9 +388,11 @@ class LocalBackend:
             container.unpack(archive, model_dir)
         code_dir = os.path.join(model_dir, "code")
         if env.get("SAGEMAKER_SUBMIT_DIRECTORY"):
+            # The SDK repacks the inference code into the model archive at deploy time (its code/ replaced by the
+            # source dir, or the entry point added to it): the serving toolkit imports from /opt/ml/model/code only.
             archive = os.path.join(folder, "sourcedir.tar.gz")
             self.storage.download(env["SAGEMAKER_SUBMIT_DIRECTORY"], archive)
-            code_dir = os.path.join(folder, "code")
+            shutil.rmtree(code_dir, ignore_errors=True)
             container.unpack(archive, code_dir)
         program = env.get("SAGEMAKER_PROGRAM") or "inference.py"
         if not os.path.isfile(os.path.join(code_dir, program)):
@@ -398,8 +400,8 @@ class LocalBackend:
                                  f"the submitted code nor the model archive's code/ folder: set entry_point and "
                                  f"source_dir on the model", code="ValidationException")
         proc_env = {**self.child_env(), **{k: str(v) for k, v in env.items()}, "PYTHONUNBUFFERED": "1"}
-        argv = [self.python, self.runtime_script(), "serve", "--model-dir", model_dir, "--code-dir", code_dir,
-                "--program", program, "--port", str(port), "--ready-file", os.path.join(folder, "ready.json")]
+        argv = [self.python, self.runtime_script(), "serve", "--model-dir", model_dir, "--program", program,
+                "--port", str(port), "--ready-file", os.path.join(folder, "ready.json")]
         with open(os.path.join(folder, "server.log"), "ab") as log:
             proc = subprocess.Popen(argv, cwd=code_dir, env=proc_env, stdout=log, stderr=subprocess.STDOUT,
                                     stdin=subprocess.DEVNULL, start_new_session=True)

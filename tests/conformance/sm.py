@@ -1,0 +1,124 @@
+"""The conformance tier's plumbing: SageMaker training jobs laid out for the real toolkits (sagemaker-training +
+sagemaker-mxnet-training, Python 3.8 in .venv-py38), from the project's own pieces: the source archive from our packer
+(module_utils/dlfleet_sagemaker.py pack_source, with the playbook's excludes), hyperparameters JSON-encoded by our
+request builder (as the SageMaker SDK sends them), data from our generator (training.data), and the metric
+definitions the inventory declares.
+"""
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+from pathlib import Path
+from typing import Any
+
+import yaml
+from ansible.module_utils.dlfleet_sagemaker import encode_hyperparameters, framework_hyperparameters, pack_source
+from helpers import ROOT
+
+PY38_VENV = Path(os.environ.get("DLFLEET_PY38_VENV") or ROOT / ".venv-py38")
+PY38 = PY38_VENV / "bin" / "python"
+TRAIN_PYTHON = ROOT / ".venv-train" / "bin" / "python"  # local mode's default local_python (the inventory's)
+TRAINING_MODULE = "sagemaker_mxnet_container.training:main"  # what the SageMaker MXNet training image sets
+# The smallest real job: a tiny network on a few hundred generated images, one epoch.
+TINY_HPS: dict[str, Any] = {"dataset": "synthetic", "synthetic-size": 256, "model": "resnet8_v1", "base-width": 4,
+                            "epochs": 1, "batch-size": 32, "log-interval": 0}
+SYNTHETIC_SIZE = 256
+
+
+def require_py38() -> None:
+    """The tier never skips: without the image's Python it fails and says how to get it."""
+    if not PY38.is_file():
+        raise RuntimeError(f"{PY38} is missing: `make test-conformance` builds .venv-py38 (Python 3.8 through pyenv: "
+                           f"`pyenv install 3.8`)")
+
+
+def playbook_code_exclude() -> list[str]:
+    """What playbooks/sagemaker.yml leaves out of the code archive (the user's default)."""
+    play = yaml.safe_load((ROOT / "playbooks" / "sagemaker.yml").read_text())[0]
+    return list(play["vars"]["__sagemaker_code_exclude"])
+
+
+def declared_metrics() -> list[dict[str, str]]:
+    """The metric definitions the inventory gives every training job."""
+    defaults = yaml.safe_load((ROOT / "inventory" / "local" / "group_vars" / "all" / "sagemaker.yml").read_text())
+    return list(defaults["sagemaker_metric_definitions"])
+
+
+def pack_code(source: Path, dest: Path) -> Path:
+    """sourcedir.tar.gz of `source`, made by our packer with the playbook's excludes."""
+    dest.write_bytes(pack_source(str(source), playbook_code_exclude()))
+    return dest
+
+
+def hyperparameters(user: dict[str, Any], submit_dir: str, parameter_server: bool = False) -> dict[str, str]:
+    """hyperparameters.json as a job made by our modules carries it: every value JSON-encoded."""
+    params = {"container_log_level": 20, "distribution": {"parameter_server": {"enabled": parameter_server}}}
+    hps = {**user, **framework_hyperparameters(params, "conformance-job", "train.py", submit_dir, "us-east-1")}
+    return encode_hyperparameters(hps)
+
+
+def generate_data(dest: Path, size: int = SYNTHETIC_SIZE) -> Path:
+    subprocess.run([str(PY38), "-m", "training.data", "synthetic", "--out", str(dest), "--size", str(size)],
+                   cwd=ROOT, check=True, capture_output=True, timeout=300)
+    return dest
+
+
+def lay_out_host(base: Path, host: str, hosts: list[str], hps: dict[str, str], channels: dict[str, Path],
+                 checkpoints: bool = False) -> Path:
+    """/opt/ml of one host under `base`, as SageMaker lays it out before the container starts."""
+    config = base / "input" / "config"
+    config.mkdir(parents=True)
+    (config / "hyperparameters.json").write_text(json.dumps(hps))
+    (config / "inputdataconfig.json").write_text(json.dumps({
+        name: {"TrainingInputMode": "File", "S3DistributionType": "FullyReplicated", "RecordWrapperType": "None"}
+        for name in channels}))
+    (config / "resourceconfig.json").write_text(json.dumps({
+        "current_host": host, "hosts": hosts, "current_group_name": "homogeneousCluster",
+        "current_instance_type": "ml.c5.xlarge", "network_interface_name": "eth0",
+        "instance_groups": [{"instance_group_name": "homogeneousCluster", "instance_type": "ml.c5.xlarge",
+                             "hosts": hosts}]}))
+    for name, source in channels.items():
+        shutil.copytree(source, base / "input" / "data" / name)
+    for folder in ("model", "output/data", "code"):
+        (base / folder).mkdir(parents=True, exist_ok=True)
+    if checkpoints:
+        (base / "checkpoints").mkdir()
+    return base
+
+
+def toolkit_env(base: Path, **extra: str) -> dict[str, str]:
+    """The training image's environment for its `train` entry point, with /opt/ml relocated to `base`."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("SM_", "DMLC_", "SAGEMAKER_", "PYTHON"))}
+    env.update(SAGEMAKER_BASE_DIR=str(base), SAGEMAKER_TRAINING_MODULE=TRAINING_MODULE,
+               PATH=f"{PY38_VENV / 'bin'}:{env.get('PATH', '')}",  # the toolkit runs `python -c 'import mxnet'`
+               OMP_NUM_THREADS="1", PYTHONUNBUFFERED="1", AWS_DEFAULT_REGION="us-east-1", **extra)
+    return env
+
+
+def toolkit_command(base: Path) -> list[str]:
+    return [str(PY38_VENV / "bin" / "train")]
+
+
+def host_script(base: Path) -> str:
+    """A bash script that runs one host's `train` in its own environment (for hosts.sh)."""
+    exports = "".join(f"export {k}={json.dumps(v)}\n" for k, v in toolkit_env(base).items() if k.isidentifier())
+    return f"{exports}cd {json.dumps(str(base))}\nexec {' '.join(json.dumps(c) for c in toolkit_command(base))}\n"
+
+
+def run_hosts(work: Path, bases: dict[str, Path], timeout: int = 400) -> dict[str, int]:
+    """The image's `train` entry point on each host (algo-1, algo-2), each in a network namespace of its own with
+    names that resolve (hosts.sh); returns each host's exit status. Its log (stdout and stderr, as CloudWatch gets
+    them) is in work/<host>.out."""
+    scripts = []
+    for host in sorted(bases):
+        script = work / f"{host}.sh"
+        script.write_text(host_script(bases[host]))
+        scripts.append(str(script))
+    cmd = ["unshare", "--mount", "--net", "--pid", "--fork", "--kill-child", "--mount-proc", "bash",
+           str(Path(__file__).with_name("hosts.sh")), str(work), *scripts]
+    done = subprocess.run(cmd, text=True, capture_output=True, timeout=timeout, check=False)
+    if not (work / "rc").is_file():
+        raise AssertionError(f"hosts.sh failed ({done.returncode}): {done.stdout[-2000:]}{done.stderr[-2000:]}")
+    return dict(zip(sorted(bases), (int(x) for x in (work / "rc").read_text().split()), strict=True))
