@@ -30,7 +30,7 @@ from helpers import ROOT, Emulator, read_env
 if str(ROOT / "module_utils") not in ansible.module_utils.__path__:
     ansible.module_utils.__path__.append(str(ROOT / "module_utils"))
 
-TIERS = ("e2e", "emulator", "unit")
+TIERS = ("e2e", "emulator", "unit", "conformance")
 # Files whose tests share one session fixture: they must run on the same xdist worker.
 SHARED_GROUPS = {"test_site.py": "site-run", "test_iam_policy.py": "site-run"}
 

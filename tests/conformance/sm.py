@@ -6,16 +6,30 @@ definitions the inventory declares.
 """
 from __future__ import annotations
 
+import http.client
 import json
 import os
 import shutil
 import subprocess
+import sys
+import time
+import urllib.parse
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import yaml
-from ansible.module_utils.dlfleet_sagemaker import encode_hyperparameters, framework_hyperparameters, pack_source
+from ansible.module_utils import dlfleet_sagemaker_container as container
+from ansible.module_utils.dlfleet_sagemaker import (
+    encode_hyperparameters,
+    framework_hyperparameters,
+    pack_source,
+    training_job_request,
+)
+from ansible.module_utils.dlfleet_sagemaker_local import LocalBackend
 from helpers import ROOT
+
+from library import sagemaker_endpoint as endpoint_module
 
 PY38_VENV = Path(os.environ.get("DLFLEET_PY38_VENV") or ROOT / ".venv-py38")
 PY38 = PY38_VENV / "bin" / "python"
@@ -122,3 +136,115 @@ def run_hosts(work: Path, bases: dict[str, Path], timeout: int = 400) -> dict[st
     if not (work / "rc").is_file():
         raise AssertionError(f"hosts.sh failed ({done.returncode}): {done.stdout[-2000:]}{done.stderr[-2000:]}")
     return dict(zip(sorted(bases), (int(x) for x in (work / "rc").read_text().split()), strict=True))
+
+
+@dataclass
+class Job:
+    base: Path  # the host's relocated /opt/ml
+    rc: int
+    log: str
+
+
+def toolkit_job(work: Path, name: str, user_hps: dict, code: Path, data: Path, checkpoints: bool = False) -> Job:
+    folder = work / name
+    folder.mkdir()
+    hps = hyperparameters(user_hps, str(code))
+    base = lay_out_host(folder / "algo-1", "algo-1", ["algo-1"], hps, {"training": data}, checkpoints)
+    rc = run_hosts(folder, {"algo-1": base})["algo-1"]
+    return Job(base, rc, (folder / "algo-1.out").read_text())
+
+
+# ------------------------------------------------------------------------------------------------------------------
+# Our local mode (instance_type: local), the same jobs and models through the project's own request builders
+# ------------------------------------------------------------------------------------------------------------------
+
+def local_training_request(name: str, user: dict[str, Any], code: Path, data: Path, output: Path,
+                           instance_count: int = 1, parameter_server: bool = False) -> dict[str, Any]:
+    """CreateTrainingJob as sagemaker_training_job builds it for instance_type local (file:// URIs)."""
+    params = {"hyperparameters": user, "metric_definitions": declared_metrics(), "role_arn": None,
+              "channels": [{"name": "training", "uri": f"file://{data}", "distribution": "FullyReplicated",
+                            "compression": "None", "content_type": None, "input_mode": None}],
+              "output_path": f"file://{output}", "instance_type": "local", "instance_count": instance_count,
+              "volume_size": 30, "max_run": 3600, "enable_network_isolation": False, "use_spot": False,
+              "kms_key_id": None, "checkpoint_s3_uri": None, "checkpoint_local_path": "/opt/ml/checkpoints",
+              "subnets": [], "security_group_ids": [], "container_log_level": 20, "tags": {}, "fleet": None,
+              "distribution": {"parameter_server": {"enabled": parameter_server}}}
+    bundle = {"program": "train.py", "uri": f"file://{code}"}
+    return training_job_request(params, name, "local-image", bundle, "us-east-1")
+
+
+def run_local_job(jobs_dir: Path, request: dict[str, Any], timeout: int = 400) -> tuple[Path, dict[str, Any]]:
+    """The local runtime's supervisor (module_utils/dlfleet_sagemaker_container.py train), in the foreground, with
+    the inventory's local_python; returns the job folder and its final DescribeTrainingJob record."""
+    job_dir = jobs_dir / request["TrainingJobName"]
+    job_dir.mkdir(parents=True)
+    (job_dir / "request.json").write_text(json.dumps(request))
+    record = container.initial_training_record(request, "us-east-1", str(TRAIN_PYTHON))
+    (job_dir / "record.json").write_text(json.dumps(record))
+    env = {**{k: v for k, v in os.environ.items() if not k.startswith(("SM_", "DMLC_"))},
+           "OMP_NUM_THREADS": "1", "AWS_REGION": "us-east-1"}
+    subprocess.run([sys.executable, container.__file__, "train", str(job_dir)], env=env, check=False,
+                   timeout=timeout, capture_output=True)
+    return job_dir, json.loads((job_dir / "record.json").read_text())
+
+
+class LocalModule:
+    """What LocalBackend reads from an Ansible module: its params and region (no AWS call is made for file://)."""
+
+    def __init__(self, local_dir: Path) -> None:
+        self.params = {"local_dir": str(local_dir), "local_python": str(TRAIN_PYTHON), "kms_key_id": None}
+        self.region = "us-east-1"
+
+    def client(self, *_args: Any, **_kwargs: Any) -> Any:
+        raise AssertionError("file:// URIs only: no AWS client")
+
+
+def deploy_local(local_dir: Path, name: str, model_archive: Path, code_archive: Path,
+                 timeout: float = 120) -> tuple[LocalBackend, str]:
+    """A local endpoint of the model, as sagemaker_endpoint makes it (its model request: SAGEMAKER_PROGRAM and the
+    submitted inference code); returns the backend and the endpoint's URL once it is InService."""
+    backend = LocalBackend(LocalModule(local_dir))
+    params = {"name": name, "env": {}, "container_log_level": 20, "model_data": f"file://{model_archive}",
+              "role_arn": None, "instance_type": "local", "instance_count": 1, "weight": 1.0, "variants": None,
+              "kms_key_id": None}
+    bundle = {"program": "inference.py", "uri": f"file://{code_archive}"}
+    model = endpoint_module.model_request(params, "us-east-1", "local-image", bundle, {})
+    config = endpoint_module.config_request(params, model["ModelName"], {})
+    backend.create_model(model)
+    backend.create_endpoint_config(config)
+    backend.create_endpoint({"EndpointName": name, "EndpointConfigName": config["EndpointConfigName"]})
+    deadline = time.monotonic() + timeout
+    while True:
+        record = backend.describe_endpoint(name)
+        if record["EndpointStatus"] != "Creating":
+            break
+        if time.monotonic() > deadline:
+            raise AssertionError(f"local endpoint {name} still Creating after {timeout} s")
+        time.sleep(0.2)
+    assert record["EndpointStatus"] == "InService", record.get("FailureReason")
+    return backend, backend.endpoint_url(name)
+
+
+def post(url: str, body: bytes, content_type: str | None, accept: str | None) -> tuple[int, str | None, bytes]:
+    """POST exactly these headers (urllib would add a Content-Type of its own when none is given)."""
+    parts = urllib.parse.urlsplit(url)
+    conn = http.client.HTTPConnection(parts.hostname, parts.port, timeout=120)
+    headers = {k: v for k, v in (("Content-Type", content_type), ("Accept", accept)) if v is not None}
+    try:
+        conn.request("POST", parts.path, body=body, headers=headers)
+        answer = conn.getresponse()
+        return answer.status, answer.getheader("Content-Type"), answer.read()
+    finally:
+        conn.close()
+
+
+def real_handler(model_dir: Path, requests: list[dict[str, Any]], work: Path) -> dict[str, dict[str, Any]]:
+    """The table through the serving image's MXNet handler service (mms_driver.py, in .venv-py38)."""
+    (work / "requests.json").write_text(json.dumps(requests))
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("SM_", "SAGEMAKER_", "PYTHON"))}
+    env.update(SAGEMAKER_PROGRAM="inference.py", PYTHONPATH=str(model_dir / "code"), OMP_NUM_THREADS="1")
+    done = subprocess.run([str(PY38), str(Path(__file__).with_name("mms_driver.py")), str(model_dir),
+                           str(work / "requests.json"), str(work / "answers.json")], env=env, text=True,
+                          capture_output=True, timeout=300, check=False)
+    assert done.returncode == 0, done.stderr[-3000:]
+    return json.loads((work / "answers.json").read_text())
