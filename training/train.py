@@ -629,7 +629,8 @@ def _run(argv: list[str], env: dict[str, str]) -> int:
         print(f"training {cfg.model} on {'SYNTHETIC data' if trainer.data.synthetic else 'CIFAR-10'} "
               f"({len(trainer.data.train_labels)} train / {len(trainer.data.test_labels)} test images), "
               f"epochs {start_epoch + 1}..{cfg.epochs}, batch {cfg.batch_size}, {cfg.extra['contexts']}, "
-              f"OMP_NUM_THREADS={cfg.extra['omp_num_threads']}", flush=True)
+              f"OMP_NUM_THREADS={cfg.extra['omp_num_threads']}"
+              + (f", worker {trainer.rank} of num_workers={trainer.num_workers}" if trainer.dist else ""), flush=True)
         write_metrics(out, trainer.history)
         final = trainer.run(start_epoch) if start_epoch < cfg.epochs else trainer.history[-1]
         export_model(trainer.inference_copy(), Path(cfg.model_dir), trainer.data.label_names, trainer.ctx[0])
