@@ -386,20 +386,22 @@ def test_local_bad_inputs_create_nothing(aws_env, local_dir, tmp_path) -> None:
     assert not out.exists()
 
 
-def test_an_endpoint_whose_model_does_not_load_fails_with_the_server_log(aws_env, local_dir, tmp_path) -> None:
+def test_an_endpoint_whose_model_does_not_load_answers_503_per_request(aws_env, local_dir, tmp_path) -> None:
+    """As in the MXNet serving container: the server comes up, the model has no worker, every request gets 503 (with
+    the load error in our body); the deploy's smoke test reports it."""
     archive = tmp_path / "model.tar.gz"
     with tarfile.open(archive, "w:gz"):
         pass
     name = f"sml-broken-{uuid.uuid4().hex[:6]}"
     args = base(local_dir, name=name, model_data=f"file://{archive}", entry_point="broken_inference.py",
-                source_dir=str(FIXTURES))
+                source_dir=str(FIXTURES), smoke_test={"body": "[]"})
     results = play([
         {"name": "Deploy", "sagemaker_endpoint": args},
         {"name": "Deploy again", "sagemaker_endpoint": args},
         {"name": "Remove", "sagemaker_endpoint": base(local_dir, name=name, state="absent")},
     ], aws_env)
-    assert "did not reach InService" in results["Deploy"]["msg"]
-    assert "the archive is empty" in results["Deploy"]["msg"]  # the server's own error, from its log
-    assert "state: absent" in results["Deploy again"]["msg"]
+    for key in ("Deploy", "Deploy again"):
+        assert results[key].get("failed") and "(503)" in results[key]["msg"], results[key].get("msg")
+        assert "the archive is empty" in results[key]["msg"]  # the model's own error, in the answer
     assert results["Remove"]["changed"] is True
     assert not (local_dir / "endpoints" / name).exists()
