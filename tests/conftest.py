@@ -38,7 +38,8 @@ SHARED_GROUPS = {"test_site.py": "site-run", "test_iam_policy.py": "site-run"}
 def _tier(path: Path) -> str:
     if path.parent.parent.name == "tests" and path.parent.name in TIERS:
         return path.parent.name
-    raise pytest.UsageError(f"{path}: every controller test lives in tests/unit, tests/emulator or tests/e2e")
+    raise pytest.UsageError(f"{path}: every controller test lives in one of the tier folders: "
+                            f"{', '.join('tests/' + tier for tier in TIERS)}")
 
 
 def pytest_itemcollected(item: pytest.Item) -> None:
