@@ -110,7 +110,7 @@ test-molecule: test-molecule-dlami test-molecule-mxnet_train
 
 # Everything after the venvs, side by side; each target's output is printed whole when it ends.
 test-parallel:
-	$(MAKE) -j5 --output-sync=target --no-print-directory lint test-training test-controller \
+	$(MAKE) -j6 --output-sync=target --no-print-directory lint test-training test-controller \
 	  test-molecule-dlami test-molecule-mxnet_train test-conformance
 
 test: venv os-deps
