@@ -16,7 +16,13 @@ description:
     switches the endpoint to it, and once it is InService the old config and model are deleted. When the
     update fails, the endpoint keeps serving the old config and the new resources are removed.
   - With O(entry_point), the inference code is packed like the training code (content-hashed
-    C(sourcedir.tar.gz)) and named by C(SAGEMAKER_PROGRAM) and C(SAGEMAKER_SUBMIT_DIRECTORY).
+    C(sourcedir.tar.gz)). With O(model_data) too, the model is repacked as the SageMaker SDK does it for the
+    MXNet serving images, whose handler imports the code from the model's C(code/) folder only (never from
+    C(SAGEMAKER_SUBMIT_DIRECTORY)); C(code/) is replaced by the packed code, and the result is stored once under
+    O(code_location) as C(<digest>/model.tar.gz), the digest covering the model (S3 ETag and size, or the file's
+    sha256) and the code. The model then names C(SAGEMAKER_PROGRAM) and
+    C(SAGEMAKER_SUBMIT_DIRECTORY=/opt/ml/model/code).
+    Without O(model_data), C(SAGEMAKER_SUBMIT_DIRECTORY) is the code archive's URI.
   - O(state=absent) deletes the endpoint, then every endpoint config and model this module made for it,
     so nothing is left behind.
   - With O(instance_type=local) the model is served on 127.0.0.1 through the inference script's C(model_fn)
@@ -241,6 +247,7 @@ import os
 from ansible.module_utils.dlfleet_aws import tag_list
 from ansible.module_utils.dlfleet_sagemaker import (
     ENDPOINT_STABLE,
+    MODEL_CODE_DIR,
     POLL_SECONDS,
     SageMakerError,
     Storage,
@@ -253,6 +260,7 @@ from ansible.module_utils.dlfleet_sagemaker import (
     image_cache_path,
     image_uri,
     is_local,
+    repack_model,
     resource_tags,
     run_module,
     sha8,
@@ -312,12 +320,16 @@ def check_params(params: dict, local: bool) -> None:
 
 def model_request(params: dict, region: str, image: str, bundle: dict | None, tags: dict) -> dict:
     env = {str(k): str(v) for k, v in (params["env"] or {}).items()}
+    model_data = params["model_data"]
     if bundle:
-        env.update(SAGEMAKER_PROGRAM=bundle["program"], SAGEMAKER_SUBMIT_DIRECTORY=bundle["uri"],
+        # repacked (bundle["model_uri"]): the code is in the model's code/ folder, where the serving image looks
+        submit = MODEL_CODE_DIR if bundle.get("model_uri") else bundle["uri"]
+        env.update(SAGEMAKER_PROGRAM=bundle["program"], SAGEMAKER_SUBMIT_DIRECTORY=submit,
                    SAGEMAKER_REGION=region, SAGEMAKER_CONTAINER_LOG_LEVEL=str(params["container_log_level"]))
+        model_data = bundle.get("model_uri") or model_data
     container = {"Image": image, "Environment": env}
-    if params["model_data"]:
-        container["ModelDataUrl"] = params["model_data"]
+    if model_data:
+        container["ModelDataUrl"] = model_data
     spec = {"PrimaryContainer": container,
             "ExecutionRoleArn": params["role_arn"] or "arn:aws:iam::000000000000:role/local"}
     name = f"{params['name'][:54]}-{sha8(spec)}"
@@ -391,6 +403,8 @@ def ensure_present(backend, storage: Storage, params: dict, check_mode: bool, re
     if params["entry_point"]:
         default = (params["model_data"] or "").rsplit("/", 1)[0] + "/code"
         bundle = source_bundle(params, default)
+        if params["model_data"]:
+            bundle["model_uri"] = repack_model(storage, params["model_data"], bundle, check_mode)
     model = model_request(params, region, image, bundle, tags)
     config = config_request(params, model["ModelName"], tags)
     endpoint = backend.describe_endpoint(name)
@@ -413,7 +427,7 @@ def ensure_present(backend, storage: Storage, params: dict, check_mode: bool, re
         if check_mode:
             result["updated"] = endpoint is not None
             return result
-        if bundle:
+        if bundle and not bundle.get("model_uri"):
             storage.put_if_absent(bundle["uri"], bundle["data"])
         # the names carry the spec's hash: one that exists already is this very spec
         if backend.describe_model(model["ModelName"]) is None:

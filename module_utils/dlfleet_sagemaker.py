@@ -300,6 +300,63 @@ def source_bundle(p: dict[str, Any], default_location: str) -> dict[str, Any]:
             "uri": f"{location}/{digest[:20]}/sourcedir.tar.gz"}
 
 
+# The serving images of the MXNet framework (1.4 and later) run multi-model-server, whose handler imports the
+# inference code from the model's own code/ folder and never downloads SAGEMAKER_SUBMIT_DIRECTORY: the SDK repacks
+# model.tar.gz at deploy time, and so does sagemaker_endpoint.
+MODEL_CODE_DIR = "/opt/ml/model/code"
+
+
+def _safe_member(member: tarfile.TarInfo, uri: str) -> None:
+    name = member.name
+    if name.startswith("/") or ".." in name.split("/") or not (member.isfile() or member.isdir()):
+        raise SageMakerError(f"{uri}: member {name!r} is not a plain file or folder inside the archive; a model "
+                             f"archive holds files and folders only, with relative names", code="InvalidModelData")
+
+
+def _rel(name: str) -> str:
+    while name.startswith("./"):
+        name = name[2:]
+    return "" if name == "." else name.rstrip("/")
+
+
+def repack_model(storage: Storage, model_uri: str, bundle: dict[str, Any], check_mode: bool) -> str:
+    """The SDK's deploy-time repack: `model_uri`'s archive with its code/ folder replaced by the code bundle, stored
+    next to the bundle as <location>/<digest>/model.tar.gz. The digest covers the model's identity (S3 ETag and
+    size, or the local file's sha256) and the code's, so the same pair is stored once and named the same on every
+    run; in check mode only the name is worked out."""
+    identity = storage.identity(model_uri)
+    digest = hashlib.sha256(f"{identity}\n{bundle['sha256']}".encode()).hexdigest()
+    uri = bundle["uri"].rsplit("/", 2)[0] + f"/{digest[:20]}/model.tar.gz"
+    if check_mode or storage.exists(uri):
+        return uri
+    tmp = storage.fetch_temp(model_uri)
+    try:
+        buf = io.BytesIO()
+        with tarfile.open(tmp, "r:*") as src, \
+                gzip.GzipFile(filename="", mode="wb", fileobj=buf, mtime=0, compresslevel=6) as gz, \
+                tarfile.open(fileobj=gz, mode="w", format=tarfile.PAX_FORMAT) as out:
+            for member in src:
+                _safe_member(member, model_uri)
+                if _rel(member.name).split("/", 1)[0] in ("", "code"):
+                    continue   # the archive's root entry, and the trainer's copy of the code: the deployed one goes in
+                out.addfile(member, src.extractfile(member) if member.isfile() else None)
+            with tarfile.open(fileobj=io.BytesIO(bundle["data"]), mode="r:gz") as code:
+                for member in code:
+                    _safe_member(member, bundle["uri"])
+                    if not _rel(member.name):
+                        continue
+                    data = code.extractfile(member) if member.isfile() else None
+                    member.name = "code/" + _rel(member.name)
+                    out.addfile(member, data)
+    except (tarfile.TarError, OSError, EOFError) as err:
+        raise SageMakerError(f"{model_uri} is not a readable model.tar.gz ({err}): give the model_artifact of a "
+                             f"finished training job", code="InvalidModelData") from err
+    finally:
+        os.unlink(tmp)
+    storage.put_if_absent(uri, buf.getvalue())
+    return uri
+
+
 def default_code_location(output_path: str) -> str:
     return output_path.rstrip("/") + "/code"
 
@@ -682,6 +739,40 @@ class Storage:
             hint = " Create the bucket first (playbooks/sagemaker.yml does)." if code == "NoSuchBucket" else ""
             raise SageMakerError(f"cannot upload {uri}: {err}.{hint}", code=code or "S3Error") from err
         return True
+
+    def identity(self, uri: str) -> str:
+        """What names this object's content: the local file's sha256, or the S3 object's ETag and size."""
+        if uri.startswith("file://"):
+            path = uri[len("file://"):]
+            digest = hashlib.sha256()
+            try:
+                with open(path, "rb") as fh:
+                    for chunk in iter(lambda: fh.read(1 << 20), b""):
+                        digest.update(chunk)
+            except OSError as err:
+                raise SageMakerError(f"cannot read {uri}: {err}", code="InvalidModelData") from err
+            return f"sha256:{digest.hexdigest()}"
+        bucket, key = split_s3(uri)
+        try:
+            head = aws_retry(self.s3.head_object)(Bucket=bucket, Key=key)
+        except ClientError as err:
+            if error_code(err) in ("404", "NoSuchKey", "NotFound"):
+                raise SageMakerError(f"{uri} does not exist: give the model_artifact of a finished training job",
+                                     code="InvalidModelData") from err
+            raise SageMakerError(f"cannot read {uri}: {err}", code=error_code(err) or "S3Error") from err
+        return f"etag:{head.get('ETag', '').strip(chr(34))}:{head.get('ContentLength', 0)}"
+
+    def fetch_temp(self, uri: str) -> str:
+        """A copy of the object in a temporary file (the caller removes it)."""
+        import tempfile
+        fd, path = tempfile.mkstemp(prefix="dlfleet-model-", suffix=".tar.gz")
+        os.close(fd)
+        try:
+            self.download(uri, path)
+        except BaseException:
+            os.unlink(path)
+            raise
+        return path
 
     def download(self, uri: str, dest: str) -> None:
         os.makedirs(os.path.dirname(dest) or ".", exist_ok=True)

@@ -387,9 +387,12 @@ class LocalBackend:
             self.storage.download(primary["ModelDataUrl"], archive)
             container.unpack(archive, model_dir)
         code_dir = os.path.join(model_dir, "code")
-        if env.get("SAGEMAKER_SUBMIT_DIRECTORY"):
-            # The SDK repacks the inference code into the model archive at deploy time (its code/ replaced by the
-            # source dir, or the entry point added to it): the serving toolkit imports from /opt/ml/model/code only.
+        submit = env.get("SAGEMAKER_SUBMIT_DIRECTORY") or ""
+        if submit and not submit.startswith("/opt/ml/model"):
+            # sagemaker_endpoint repacks the inference code into the model archive at deploy time, as the SDK does
+            # (SAGEMAKER_SUBMIT_DIRECTORY=/opt/ml/model/code): the serving toolkit imports from the model's code/
+            # only. A model made without the repack names the code archive's URI instead; here that code is put in
+            # code/ the same way (the real MXNet serving image would ignore it and serve the model's own code/).
             archive = os.path.join(folder, "sourcedir.tar.gz")
             self.storage.download(env["SAGEMAKER_SUBMIT_DIRECTORY"], archive)
             shutil.rmtree(code_dir, ignore_errors=True)

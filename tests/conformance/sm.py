@@ -6,6 +6,7 @@ definitions the inventory declares.
 """
 from __future__ import annotations
 
+import hashlib
 import http.client
 import json
 import os
@@ -21,9 +22,11 @@ from typing import Any
 import yaml
 from ansible.module_utils import dlfleet_sagemaker_container as container
 from ansible.module_utils.dlfleet_sagemaker import (
+    Storage,
     encode_hyperparameters,
     framework_hyperparameters,
     pack_source,
+    repack_model,
     training_job_request,
 )
 from ansible.module_utils.dlfleet_sagemaker_local import LocalBackend
@@ -199,16 +202,29 @@ class LocalModule:
         raise AssertionError("file:// URIs only: no AWS client")
 
 
+def repack(model_archive: Path, code_archive: Path, location: Path) -> Path:
+    """The model as sagemaker_endpoint deploys it (repack_model: the SDK's repack for the MXNet serving images), in
+    `location`; its path."""
+    data = code_archive.read_bytes()
+    bundle = {"program": "inference.py", "data": data, "sha256": hashlib.sha256(data).hexdigest(),
+              "uri": f"file://{location}/{hashlib.sha256(data).hexdigest()[:20]}/sourcedir.tar.gz"}
+    uri = repack_model(Storage(lambda: None), f"file://{model_archive}", bundle, check_mode=False)
+    return Path(uri[len("file://"):])
+
+
 def deploy_local(local_dir: Path, name: str, model_archive: Path, code_archive: Path,
                  timeout: float = 120) -> tuple[LocalBackend, str]:
-    """A local endpoint of the model, as sagemaker_endpoint makes it (its model request: SAGEMAKER_PROGRAM and the
-    submitted inference code); returns the backend and the endpoint's URL once it is InService."""
+    """A local endpoint of the model, as sagemaker_endpoint makes it (the model repacked with the inference code in
+    its code/, SAGEMAKER_PROGRAM, SAGEMAKER_SUBMIT_DIRECTORY=/opt/ml/model/code); returns the backend and the
+    endpoint's URL once it is InService."""
     backend = LocalBackend(LocalModule(local_dir))
     params = {"name": name, "env": {}, "container_log_level": 20, "model_data": f"file://{model_archive}",
               "role_arn": None, "instance_type": "local", "instance_count": 1, "weight": 1.0, "variants": None,
               "kms_key_id": None}
-    bundle = {"program": "inference.py", "uri": f"file://{code_archive}"}
+    bundle = {"program": "inference.py", "uri": "unused: the code is in the repacked model",
+              "model_uri": f"file://{repack(model_archive, code_archive, local_dir / 'code')}"}
     model = endpoint_module.model_request(params, "us-east-1", "local-image", bundle, {})
+    assert model["PrimaryContainer"]["Environment"]["SAGEMAKER_SUBMIT_DIRECTORY"] == "/opt/ml/model/code"
     config = endpoint_module.config_request(params, model["ModelName"], {})
     backend.create_model(model)
     backend.create_endpoint_config(config)

@@ -56,13 +56,12 @@ def table() -> list[dict[str, Any]]:
              "accept": accept} for name, body, content_type, accept in rows]
 
 
-def repacked(model_archive: Path, code: Path, dest: Path) -> Path:
-    """The model as the SDK deploys it: model.tar.gz with its code/ replaced by the inference source dir."""
-    with tarfile.open(model_archive) as tar:
+def served(model_archive: Path, code: Path, work: Path, name: str) -> Path:
+    """The folder the real serving image would have as /opt/ml/model: the archive that sagemaker_endpoint's repack
+    makes from the training job's model.tar.gz and the inference code, unpacked."""
+    dest = work / name
+    with tarfile.open(sm.repack(model_archive, code, work / f"{name}-code")) as tar:
         tar.extractall(dest)
-    shutil.rmtree(dest / "code")
-    with tarfile.open(code) as tar:
-        tar.extractall(dest / "code")
     return dest
 
 
@@ -87,7 +86,7 @@ def comparable(answer: dict[str, Any]) -> tuple[int, Any]:
 
 def test_the_request_table_gets_the_same_answers(model_archive: Path, code: Path, work: Path) -> None:
     requests = table()
-    real = sm.real_handler(repacked(model_archive, code, work / "served-model"), requests, work)
+    real = sm.real_handler(served(model_archive, code, work, "served-model"), requests, work)
     backend, url = sm.deploy_local(work / "local-serving", "conformance-serving", model_archive, code)
     try:
         ours = local_answers(url, requests)
@@ -111,7 +110,7 @@ def test_a_model_that_does_not_load_answers_503_per_request(work: Path) -> None:
     with tarfile.open(code, "w:gz") as tar:
         tar.add(model / "code" / "inference.py", arcname="inference.py")
     requests = table()[:2]
-    real = sm.real_handler(model, requests, work)
+    real = sm.real_handler(served(archive, code, work, "served-broken"), requests, work)
     backend, url = sm.deploy_local(work / "local-serving", "conformance-broken", archive, code)
     try:
         ours = local_answers(url, requests)

@@ -7,6 +7,8 @@ Nothing trains in the emulator: a job is InProgress for as long as the SSM param
 """
 from __future__ import annotations
 
+import io
+import tarfile
 import uuid
 from collections.abc import Iterator
 from typing import Any
@@ -18,6 +20,7 @@ from helpers import ROOT, run_playbook
 FIXTURES = ROOT / "tests" / "fixtures" / "sagemaker"
 ROLE = "arn:aws:iam::123456789012:role/SageMakerRole"
 SECONDS_PARAMETER = "/dlfleet/emulator/sagemaker/training-seconds"
+MODEL_KEY = "output/m/output/model.tar.gz"
 
 
 def play(tasks: list[dict[str, Any]], env: dict[str, str], check: bool = False) -> dict[str, dict[str, Any]]:
@@ -36,9 +39,29 @@ def play(tasks: list[dict[str, Any]], env: dict[str, str], check: bool = False) 
 
 @pytest.fixture(scope="module")
 def bucket(emulator) -> str:
+    """A bucket holding a training job's model.tar.gz (the one the endpoints serve): parameters, and the trainer's
+    own copy of the inference code in code/."""
     name = f"smt-{uuid.uuid4().hex[:10]}"
-    emulator.client("s3").create_bucket(Bucket=name)
+    s3 = emulator.client("s3")
+    s3.create_bucket(Bucket=name)
+    s3.put_object(Bucket=name, Key=MODEL_KEY, Body=tar_gz({"model-0000.params": b"weights",
+                                                          "code/inference.py": b"# the trainer's copy"}))
     return name
+
+
+def tar_gz(files: dict[str, bytes]) -> bytes:
+    buf = io.BytesIO()
+    with tarfile.open(fileobj=buf, mode="w:gz") as tar:
+        for name, data in files.items():
+            info = tarfile.TarInfo(name)
+            info.size = len(data)
+            tar.addfile(info, io.BytesIO(data))
+    return buf.getvalue()
+
+
+def members(data: bytes) -> dict[str, bytes]:
+    with tarfile.open(fileobj=io.BytesIO(data), mode="r:gz") as tar:
+        return {m.name: tar.extractfile(m).read() for m in tar if m.isfile()}
 
 
 @pytest.fixture(scope="module")
@@ -143,7 +166,7 @@ def test_bad_inputs_fail_clearly_and_create_nothing(emulator, aws_env, bucket, c
 
 
 def endpoint_args(bucket: str, name: str, local_dir: str, **changes: Any) -> dict[str, Any]:
-    args = {"name": name, "role_arn": ROLE, "local_dir": local_dir, "model_data": f"s3://{bucket}/output/m/output/model.tar.gz",
+    args = {"name": name, "role_arn": ROLE, "local_dir": local_dir, "model_data": f"s3://{bucket}/{MODEL_KEY}",
             "entry_point": "tiny_train.py", "source_dir": str(FIXTURES), "instance_type": "ml.m5.large",
             "fleet": "smt", "owner": "tests", "ttl": "1h"}
     args.update(changes)
@@ -178,7 +201,19 @@ def test_endpoint_create_rerun_blue_green_update_and_absent(emulator, aws_env, b
     sm = emulator.client("sagemaker")
     model = sm.describe_model(ModelName=created["model_name"])
     env = model["PrimaryContainer"]["Environment"]
-    assert env["SAGEMAKER_PROGRAM"] == "tiny_train.py" and env["SAGEMAKER_SUBMIT_DIRECTORY"].startswith("s3://")
+    # the model repacked as the SDK does it for the MXNet serving image: the code in the model's code/ folder
+    assert env["SAGEMAKER_PROGRAM"] == "tiny_train.py" and env["SAGEMAKER_SUBMIT_DIRECTORY"] == "/opt/ml/model/code"
+    repacked = model["PrimaryContainer"]["ModelDataUrl"]
+    assert repacked.startswith(f"s3://{bucket}/output/m/output/code/") and repacked.endswith("/model.tar.gz")
+    s3 = emulator.client("s3")
+    stored = s3.get_object(Bucket=bucket, Key=repacked.split("/", 3)[3])
+    assert stored["ServerSideEncryption"] == "AES256"
+    files = members(stored["Body"].read())
+    assert files["model-0000.params"] == b"weights" and "code/inference.py" not in files
+    assert files["code/tiny_train.py"] == (FIXTURES / "tiny_train.py").read_bytes()
+    assert results["Check"]["model_name"] == created["model_name"]   # check mode names the same repacked model
+    keys = [o["Key"] for o in s3.list_objects_v2(Bucket=bucket, Prefix="output/m/")["Contents"]]
+    assert sorted(keys) == sorted([MODEL_KEY, repacked.split("/", 3)[3]])   # no code archive besides the model
     tags = {t["Key"]: t["Value"] for t in sm.list_tags(ResourceArn=model["ModelArn"])["Tags"]}
     assert tags["dlfleet:fleet"] == "smt" and tags["dlfleet:endpoint"] == name
 

@@ -294,3 +294,63 @@ def test_documented_options_match_the_argument_spec(name: str, monkeypatch: pyte
     with pytest.raises(Stop):
         module.main()
     assert documented == set(captured)
+
+
+# ------------------------------------------------------------------------------------------ the deploy-time repack
+def _model_tar(path: Path, members: dict[str, bytes]) -> Path:
+    with tarfile.open(path, "w:gz") as tar:
+        for name, data in members.items():
+            info = tarfile.TarInfo(name)
+            info.size = len(data)
+            tar.addfile(info, io.BytesIO(data))
+    return path
+
+
+def _bundle(tmp_path: Path, code: Path) -> dict[str, Any]:
+    return sm.source_bundle({"entry_point": "train.py", "source_dir": str(code), "code_location":
+                             f"file://{tmp_path / 'code-location'}", "source_exclude": ["__pycache__", ".*"]}, "")
+
+
+def _members(path: Path) -> dict[str, bytes]:
+    with tarfile.open(path) as tar:
+        return {m.name: tar.extractfile(m).read() for m in tar if m.isfile()}
+
+
+def test_repack_replaces_the_models_code_once_under_a_name_of_both_digests(tmp_path: Path) -> None:
+    model = _model_tar(tmp_path / "model.tar.gz", {"model-0000.params": b"w", "model-symbol.json": b"{}",
+                                                   "code/inference.py": b"old", "code/stale.py": b"old"})
+    bundle = _bundle(tmp_path, _source(tmp_path))
+    storage = sm.Storage(lambda: None)
+    planned = sm.repack_model(storage, f"file://{model}", bundle, check_mode=True)
+    assert not Path(planned[7:]).exists()                       # check mode: the name only
+    uri = sm.repack_model(storage, f"file://{model}", bundle, check_mode=False)
+    assert uri == planned and uri.startswith(f"file://{tmp_path / 'code-location'}/")
+    assert _members(Path(uri[7:])) == {"model-0000.params": b"w", "model-symbol.json": b"{}",
+                                       "code/train.py": b"print('train')\n", "code/pkg/util.py": b"X = 1\n",
+                                       "code/requirements.txt": b"mxnet==1.9.1\n"}
+    first = Path(uri[7:]).read_bytes()
+    assert sm.repack_model(storage, f"file://{model}", bundle, check_mode=False) == uri
+    assert Path(uri[7:]).read_bytes() == first                  # the same pair: the same bytes, stored once
+
+    (tmp_path / "code" / "train.py").write_text("print('v2')\n")  # other code: another model
+    assert sm.repack_model(storage, f"file://{model}", _bundle(tmp_path, tmp_path / "code"), False) != uri
+    _model_tar(model, {"model-0000.params": b"w2"})               # another model: another name
+    assert sm.repack_model(storage, f"file://{model}", bundle, check_mode=True) != uri
+
+
+@pytest.mark.parametrize("member", ["../escape.py", "/etc/cron.d/x", "code/../../up"])
+def test_repack_refuses_a_model_archive_with_names_outside_it(tmp_path: Path, member: str) -> None:
+    model = _model_tar(tmp_path / "model.tar.gz", {"model-0000.params": b"w", member: b"x"})
+    with pytest.raises(sm.SageMakerError, match="plain file or folder inside the archive"):
+        sm.repack_model(sm.Storage(lambda: None), f"file://{model}", _bundle(tmp_path, _source(tmp_path)), False)
+    assert not (tmp_path / "code-location").exists()            # nothing stored
+
+
+def test_repack_of_a_file_that_is_no_archive_says_so(tmp_path: Path) -> None:
+    model = tmp_path / "model.tar.gz"
+    model.write_bytes(b"not a tar")
+    bundle = _bundle(tmp_path, _source(tmp_path))
+    with pytest.raises(sm.SageMakerError, match=r"not a readable model\.tar\.gz"):
+        sm.repack_model(sm.Storage(lambda: None), f"file://{model}", bundle, False)
+    with pytest.raises(sm.SageMakerError, match="cannot read"):
+        sm.repack_model(sm.Storage(lambda: None), f"file://{tmp_path / 'missing.tar.gz'}", bundle, True)
