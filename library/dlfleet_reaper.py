@@ -96,7 +96,7 @@ remaining:
   elements: dict
 """
 
-from ansible.module_utils.dlfleet_aws import client, fail_on_unknown_region
+from ansible.module_utils.dlfleet_aws import check_fleet_name, client, fail_on_unknown_region
 from ansible.module_utils.dlfleet_cleanup import (
     ALL_TYPES,
     SAGEMAKER_TYPES,
@@ -132,6 +132,11 @@ def main():
     module = AnsibleAWSModule(argument_spec=argument_spec, supports_check_mode=True)
     params = module.params
     fail_on_unknown_region(module)
+    if params["fleet"]:   # an empty one is the all-fleets guard's business, below
+        try:
+            check_fleet_name(params["fleet"])
+        except ValueError as err:
+            module.fail_json(msg=str(err))
     if not params["expired_only"] and not params["fleet"] and not params["all_fleets"]:
         module.fail_json(msg="expired_only=false would remove every dlfleet resource in the region; "
                              "name the fleet to tear down with fleet=NAME, or set all_fleets=true if that is meant")

@@ -83,8 +83,28 @@ def ttl_seconds(ttl: str) -> int:
     return int(match.group("n")) * _TTL_SECONDS[match.group("unit")]
 
 
+# A fleet name becomes tag values, EC2 filter values (where * and ? are wildcards), key-pair, group and SageMaker
+# names (63 characters at most, with suffixes such as -train) and file names: letters, digits and hyphens only,
+# starting and ending with a letter or digit, 40 characters at most. Nothing else can select another fleet.
+FLEET_NAME_MAX = 40
+_FLEET_NAME_RE = re.compile(r"^[A-Za-z0-9](?:-*[A-Za-z0-9])*$")
+
+
+def check_fleet_name(fleet: Any) -> str:
+    """The fleet name, or ValueError saying what a fleet name may hold."""
+    if not isinstance(fleet, str) or not fleet:
+        raise ValueError(f"fleet name {fleet!r} is empty or not a string: name the fleet, for example "
+                         f"dlfleet_fleet_name=cifar-a")
+    if len(fleet) > FLEET_NAME_MAX or not _FLEET_NAME_RE.fullmatch(fleet):
+        raise ValueError(f"fleet name {fleet!r} is not allowed: use 1-{FLEET_NAME_MAX} letters, digits and hyphens, "
+                         f"starting and ending with a letter or digit (no wildcards, spaces, slashes or dots), "
+                         f"for example cifar-a")
+    return fleet
+
+
 def fleet_tags(fleet: str, owner: str, ttl: str, extra: dict[str, str] | None = None) -> dict[str, str]:
     """The tags every dlfleet resource carries, merged over the user's own tags."""
+    check_fleet_name(fleet)
     ttl_seconds(ttl)
     tags = dict(extra or {})
     tags.update({TAG_FLEET: fleet, TAG_OWNER: owner, TAG_TTL: ttl})
@@ -100,7 +120,8 @@ def tag_dict(tags: list[dict[str, str]] | None) -> dict[str, str]:
 
 
 def fleet_filter(fleet: str) -> list[dict[str, Any]]:
-    """EC2 Describe* filter selecting a fleet's resources by its tag."""
+    """EC2 Describe* filter selecting a fleet's resources by its tag (a checked name: no wildcard in it)."""
+    check_fleet_name(fleet)
     return [{"Name": f"tag:{TAG_FLEET}", "Values": [fleet]}]
 
 

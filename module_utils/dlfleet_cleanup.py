@@ -10,6 +10,7 @@ from ansible.module_utils.dlfleet_aws import (
     TAG_FLEET,
     TAG_TTL,
     aws_retry,
+    check_fleet_name,
     error_code,
     tag_dict,
     ttl_seconds,
@@ -62,7 +63,7 @@ def _resource(rtype: str, rid: str, tags: dict[str, str], created: datetime | No
 
 def _ec2_filters(fleet: str | None) -> list[dict[str, Any]]:
     if fleet:
-        return [{"Name": f"tag:{TAG_FLEET}", "Values": [fleet]}]
+        return [{"Name": f"tag:{TAG_FLEET}", "Values": [check_fleet_name(fleet)]}]
     return [{"Name": "tag-key", "Values": [TAG_FLEET]}]
 
 

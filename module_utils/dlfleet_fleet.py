@@ -24,6 +24,7 @@ with contextlib.suppress(ImportError):  # AnsibleAWSModule reports a missing bot
 from ansible.module_utils.dlfleet_aws import (
     TRANSIENT_CODES,
     aws_retry,
+    check_fleet_name,
     describe_instance_types,
     error_code,
     fleet_filter,
@@ -171,8 +172,10 @@ def validate_spec(spec: FleetSpec) -> None:
     """Checks that need no AWS call. Raises FleetError naming the value and the fix."""
     if spec.count < 0:
         raise FleetError(f"count {spec.count} is negative; use 0 or more (state: absent removes the fleet)")
-    if not spec.name or len(spec.name) > 255:
-        raise FleetError(f"name {spec.name!r} must be 1-255 characters (it becomes the dlfleet:fleet tag)")
+    try:
+        check_fleet_name(spec.name)
+    except ValueError as err:
+        raise FleetError(str(err)) from err
     if spec.state != "absent":
         if not spec.instance_types:
             raise FleetError("instance_types is empty; give at least one, for example [g5.xlarge, g4dn.xlarge]")

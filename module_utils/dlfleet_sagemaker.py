@@ -134,7 +134,7 @@ def is_local(instance_type: str | None) -> bool:
 
 
 def check_name(kind: str, name: str, max_len: int = 63) -> None:
-    if not name or len(name) > max_len or not NAME_RE.match(name):
+    if not name or len(name) > max_len or not NAME_RE.fullmatch(name):
         raise SageMakerError(
             f"{kind} name {name!r} is not valid: use 1-{max_len} letters, digits and hyphens, starting and "
             f"ending with a letter or digit (for example 'cifar10-resnet20-001')")

@@ -137,7 +137,7 @@ def test_ssh_from_anywhere_is_refused_unless_explicitly_allowed(emulator, tmp_pa
              "provision_ssh_cidr": "0.0.0.0/0"}
     refused = run_playbook(PROVISION, extra_vars=extra, env=_env(emulator))
     assert refused.rc != 0
-    check = refused.results("Check the SSH source address")
+    check = refused.results("Check the inputs")
     assert check.get("failed") and "0.0.0.0/0" in check["msg"] and "provision_ssh_allow_anywhere=true" in check["msg"]
     ec2 = emulator.client("ec2")
     by_tag = [{"Name": "tag:dlfleet:fleet", "Values": [name]}]
@@ -148,7 +148,7 @@ def test_ssh_from_anywhere_is_refused_unless_explicitly_allowed(emulator, tmp_pa
     # Asked for in so many words, it passes the check (shown in check mode: nothing is created).
     allowed = run_playbook(PROVISION, extra_vars={**extra, "provision_ssh_allow_anywhere": True},
                            env=_env(emulator), check=True)
-    assert not allowed.results("Check the SSH source address").get("failed")
+    assert not allowed.results("Check the inputs").get("failed")
     _ok(allowed, "check mode with provision_ssh_allow_anywhere=true")
     assert ec2.describe_security_groups(Filters=by_tag)["SecurityGroups"] == []
 

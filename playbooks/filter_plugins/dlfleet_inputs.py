@@ -1,0 +1,59 @@
+# Copyright: dlfleet contributors
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+"""Strict checks of what users type on the command line, for the playbooks' first task: each filter returns the
+problems it found (empty when all is well), so that an assert can name every one before anything is called."""
+from __future__ import annotations
+
+import ipaddress
+import re
+from typing import Any
+
+_WHOLE = re.compile(r"^[0-9]+$")
+# Prefixes shorter than these, outside the private ranges, cover a large share of the internet (a /15 is 131,072
+# addresses): SSH from them needs the same explicit opt-in as 0.0.0.0/0.
+WIDEST = {4: 16, 6: 48}
+EXAMPLE = "for example -e provision_ssh_cidr=$(curl -s https://checkip.amazonaws.com)/32"
+
+
+def whole_number_problems(values: dict[str, Any], minimum: int = 0) -> list[str]:
+    """Each value must be a whole number (an int, or a string of digits) of at least `minimum`; '2x', '', 1.5,
+    true and None are errors, never 0."""
+    problems = []
+    for name, value in values.items():
+        if isinstance(value, bool) or not (isinstance(value, int) or (isinstance(value, str) and _WHOLE.match(value))):
+            problems.append(f"{name}={value!r} is not a whole number; give digits only, for example {name}=2")
+        elif int(value) < minimum:
+            problems.append(f"{name}={value!r} is below {minimum}")
+    return problems
+
+
+def ssh_cidr_problems(cidr: Any, allow_anywhere: Any = False) -> list[str]:
+    """provision_ssh_cidr: an IPv4 or IPv6 network written exactly (no host bits, octets in range); the whole
+    internet, or any public prefix wider than a /16 (IPv6: /48), only with provision_ssh_allow_anywhere=true."""
+    text = "" if cidr is None else str(cidr)
+    head = f"provision_ssh_cidr {text!r} is not allowed"
+    if not text.strip():
+        return [f"{head}: give the IPv4 CIDR SSH may come from, {EXAMPLE}"]
+    if "/" not in text or text != text.strip():
+        return [f"{head}: write it as address/prefix with no spaces, {EXAMPLE}"]
+    try:
+        network = ipaddress.ip_network(text, strict=True)
+    except ValueError as err:
+        hint = ""
+        if "host bits set" in str(err):
+            address = text.split("/", 1)[0]
+            full = 32 if ":" not in address else 128
+            hint = f" (did you mean {address}/{full}, that one address?)"
+        return [f"{head}: {err}{hint}; give the IPv4 CIDR SSH may come from, {EXAMPLE}"]
+    wide = network.prefixlen < WIDEST[network.version] and not network.is_private
+    if wide and str(allow_anywhere).lower() not in ("true", "yes", "1", "on"):
+        whole = " (the whole internet)" if network.prefixlen == 0 else ""
+        return [f"{head}: it opens SSH to {network.num_addresses:,} public addresses{whole}. That needs "
+                f"-e provision_ssh_allow_anywhere=true; otherwise give a narrower CIDR, {EXAMPLE}"]
+    return []
+
+
+class FilterModule:
+    def filters(self):
+        return {"dlfleet_whole_number_problems": whole_number_problems,
+                "dlfleet_ssh_cidr_problems": ssh_cidr_problems}
