@@ -136,7 +136,7 @@ options:
     description: Instance profile name or ARN.
     type: str
   user_data:
-    description: User data (cloud-init) for new instances.
+    description: User data (cloud-init) for new instances. Never logged (it often holds tokens).
     type: str
   tags:
     description:
@@ -341,7 +341,7 @@ ARGUMENT_SPEC = dict(
     market=dict(type="str", choices=["on-demand", "spot"], default="on-demand"),
     http_tokens=dict(type="str", choices=["required", "optional"], default="required"),
     iam_instance_profile=dict(type="str"),
-    user_data=dict(type="str"),
+    user_data=dict(type="str", no_log=True),   # often holds tokens
     tags=dict(type="dict", default={}),
     owner=dict(type="str", default="dlfleet"),
     ttl=dict(type="str", default="8h"),

@@ -174,6 +174,14 @@ def test_check_apply_reapply_scale_and_teardown(emulator, aws_env, tmp_path, mad
     run = _ok(fleet.provision())
     assert run.changed == 0, [(t, r.get("changed")) for t, _, r in run.all_results() if r.get("changed")]
 
+    # Another key type on a re-run: refused, naming the key; the only private key the hosts accept stays as it was.
+    key_before = fleet.key_file.read_bytes()
+    run = fleet.provision(provision_key_type="rsa")
+    assert run.rc != 0
+    message = _failure_messages(run)
+    assert str(fleet.key_file) in message and "is never replaced" in message, message or run.stdout[-3000:]
+    assert fleet.key_file.read_bytes() == key_before and len(fleet.instances()) == 2
+
     # Scale up, then down, through the module alone (the playbook passes count through): the newest go first.
     first = {i["InstanceId"] for i in instances}
     args = {"name": fleet.name, "instance_types": ["g5.xlarge"], "image_id": instances[0]["ImageId"],
