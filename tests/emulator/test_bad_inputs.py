@@ -266,6 +266,13 @@ CASES: list[Case] = [
     Case("provision-fleet-name-with-a-wildcard", "playbook",
          ("playbooks/provision.yml", {"dlfleet_fleet_name": "bystande?"}),
          ("fleet name 'bystande?' is not allowed", "letters, digits and hyphens"), absent=("run", "artifacts")),
+    Case("provision-security-group-name-taken-by-another-team", "playbook",
+         ("playbooks/provision.yml", {"dlfleet_fleet_name": "foreign-sg"}),
+         ("security group dlfleet-foreign-sg-ssh", "without the tag dlfleet:fleet=foreign-sg",
+          "Choose another dlfleet_fleet_name"), absent=("run", "artifacts")),
+    Case("provision-key-pair-name-taken-by-another-team", "playbook",
+         ("playbooks/provision.yml", {"dlfleet_fleet_name": "foreign-key"}),
+         ("key pair dlfleet-foreign-key", "without the tag dlfleet:fleet=foreign-key"), absent=("run", "artifacts")),
     # another fleet's group (the bystander's) must stay whatever pattern or path the name holds
     Case("teardown-fleet-name-with-a-wildcard", "playbook", ("playbooks/teardown.yml", {
          "dlfleet_fleet_name": "bystande?"}), ("fleet name 'bystande?' is not allowed", "no wildcards")),
@@ -452,6 +459,12 @@ def world(own_emulator: Emulator, tmp_path_factory: pytest.TempPathFactory) -> d
                               TagSpecifications=[{"ResourceType": "security-group", "Tags": [
                                   {"Key": "dlfleet:fleet", "Value": "bystander"},
                                   {"Key": "dlfleet:owner", "Value": "tests"}, {"Key": "dlfleet:ttl", "Value": "1m"}]}])
+    # another team's untagged group and key pair that happen to carry the names dlfleet would give fleets
+    # "foreign-sg" and "foreign-key": provision must refuse them, not adopt them
+    foreign = ec2.create_security_group(GroupName="dlfleet-foreign-sg-ssh", Description="another team's web group")
+    ec2.authorize_security_group_ingress(GroupId=foreign["GroupId"], IpPermissions=[
+        {"IpProtocol": "tcp", "FromPort": 443, "ToPort": 443, "IpRanges": [{"CidrIp": "0.0.0.0/0"}]}])
+    ec2.create_key_pair(KeyName="dlfleet-foreign-key")
     ctx = {"image": image["ImageId"], "arm_image": arm["ImageId"], "subnet_a": subnets[0]["SubnetId"],
            "bucket": bucket, "tmp": str(tmp)}
     for fixture in ("k80-410", "v100-525", "h200-device"):
