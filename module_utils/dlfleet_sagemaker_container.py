@@ -164,7 +164,7 @@ def fetch_prefix(uri: str, dest: str) -> list[str]:
             if key.endswith("/"):
                 continue
             rel = key[len(prefix):].lstrip("/") if key != prefix else os.path.basename(key)
-            target = os.path.join(dest, rel)
+            target = inside(dest, rel, f"s3://{bucket}/{key}: object name")
             os.makedirs(os.path.dirname(target), exist_ok=True)
             s3().download_file(bucket, key, target)
             names.append(rel)
@@ -215,14 +215,33 @@ def pack_dir(root: str, dest: str) -> None:
             tar.add(os.path.join(root, name), arcname=name)
 
 
+def inside(dest: str, rel: str, what: str) -> str:
+    """os.path.join(dest, rel), or ValueError when `rel` is absolute, climbs out with `..`, or passes through a link
+    that leads out of `dest`."""
+    root = os.path.realpath(dest)
+    target = os.path.realpath(os.path.join(root, rel))
+    if os.path.isabs(rel) or ".." in rel.replace("\\", "/").split("/") or \
+            (target != root and not target.startswith(root + os.sep)):
+        raise ValueError(f"{what} {rel!r} would land outside {dest}: refused, nothing of it is written")
+    return os.path.join(root, rel)
+
+
 def unpack(archive: str, dest: str) -> None:
+    """Extract a code or model archive into `dest`: plain files and folders with relative names only. A link, a
+    device, an absolute name or a `..` in any member refuses the whole archive before anything is written (a link
+    member followed by a member under it would otherwise write wherever the link points)."""
     os.makedirs(dest, exist_ok=True)
     with tarfile.open(archive) as tar:
-        for member in tar.getmembers():
-            target = os.path.realpath(os.path.join(dest, member.name))
-            if not target.startswith(os.path.realpath(dest) + os.sep) and target != os.path.realpath(dest):
-                raise ValueError(f"{archive}: member {member.name!r} would land outside {dest}")
-        tar.extractall(dest)  # members checked above
+        members = tar.getmembers()
+        for member in members:
+            if not (member.isfile() or member.isdir()):
+                raise ValueError(f"{archive}: member {member.name!r} is a link or a special file: refused, nothing "
+                                 f"of the archive is written")
+            inside(dest, member.name, f"{archive}: member")
+        if hasattr(tarfile, "data_filter"):   # Python 3.8.17+, 3.11.4+: the standard library's own check as well
+            tar.extractall(dest, members=members, filter="data")
+        else:
+            tar.extractall(dest, members=members)  # members checked above
 
 
 # ----------------------------------------------------------------------------------------------------

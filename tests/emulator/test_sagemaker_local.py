@@ -405,3 +405,22 @@ def test_an_endpoint_whose_model_does_not_load_answers_503_per_request(aws_env, 
         assert "the archive is empty" in results[key]["msg"]  # the model's own error, in the answer
     assert results["Remove"]["changed"] is True
     assert not (local_dir / "endpoints" / name).exists()
+
+
+def test_a_channel_object_named_to_climb_out_is_refused_and_nothing_lands_outside(
+        emulator, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Local mode copies a channel from S3 into /opt/ml/input/data/<channel>: an object key holding `../` must not
+    write outside it (S3 keys are any string; here the emulator's S3, over HTTP)."""
+    from ansible.module_utils import dlfleet_sagemaker_container as container
+
+    s3 = emulator.client("s3")
+    bucket = f"sm-local-keys-{uuid.uuid4().hex[:8]}"
+    s3.create_bucket(Bucket=bucket)
+    s3.put_object(Bucket=bucket, Key="data/train/part-0.bin", Body=b"ok")
+    monkeypatch.setattr(container, "_S3", s3)
+    channel = tmp_path / "opt" / "ml" / "input" / "data" / "training"
+    assert container.fetch_prefix(f"s3://{bucket}/data", str(channel)) == ["train/part-0.bin"]
+    s3.put_object(Bucket=bucket, Key="data/../../../../escape.txt", Body=b"owned")
+    with pytest.raises(ValueError, match="would land outside"):
+        container.fetch_prefix(f"s3://{bucket}/data", str(tmp_path / "again" / "training"))
+    assert not list(tmp_path.rglob("escape.txt"))

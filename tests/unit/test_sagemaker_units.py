@@ -354,3 +354,50 @@ def test_repack_of_a_file_that_is_no_archive_says_so(tmp_path: Path) -> None:
         sm.repack_model(sm.Storage(lambda: None), f"file://{model}", bundle, False)
     with pytest.raises(sm.SageMakerError, match="cannot read"):
         sm.repack_model(sm.Storage(lambda: None), f"file://{tmp_path / 'missing.tar.gz'}", bundle, True)
+
+
+# ------------------------------------------------------------------------------- local mode stays in its sandbox
+def _tar(path: Path, build) -> Path:
+    with tarfile.open(path, "w:gz") as tar:
+        build(tar)
+    return path
+
+
+def _add(tar: tarfile.TarFile, name: str, data: bytes = b"x", kind: bytes = tarfile.REGTYPE, link: str = "") -> None:
+    info = tarfile.TarInfo(name)
+    info.type, info.linkname = kind, link
+    info.size = len(data) if kind == tarfile.REGTYPE else 0
+    tar.addfile(info, io.BytesIO(data) if kind == tarfile.REGTYPE else None)
+
+
+@pytest.mark.parametrize(("build", "fragment"), [
+    # a link to elsewhere, then a file "inside" it: extracted in order, the file would land in the link's target
+    (lambda tar, out: (_add(tar, "code", kind=tarfile.SYMTYPE, link=str(out)), _add(tar, "code/x.py")),
+     "is a link or a special file"),
+    (lambda tar, out: _add(tar, "../escape.py"), "would land outside"),
+    (lambda tar, out: _add(tar, "code/../../escape.py"), "would land outside"),
+    (lambda tar, out: _add(tar, str(out / "abs.py")), "would land outside"),
+    (lambda tar, out: _add(tar, "hard", kind=tarfile.LNKTYPE, link="/etc/passwd"), "is a link or a special file"),
+])
+def test_an_archive_that_reaches_outside_is_refused_whole(tmp_path: Path, build, fragment: str) -> None:
+    out = tmp_path / "elsewhere"
+    out.mkdir()
+    archive = _tar(tmp_path / "a.tar.gz", lambda tar: (_add(tar, "first.py"), build(tar, out)))
+    dest = tmp_path / "dest"
+    with pytest.raises(ValueError, match=fragment):
+        container.unpack(str(archive), str(dest))
+    assert list(out.iterdir()) == [] and not (tmp_path / "escape.py").exists()
+    assert not (dest / "first.py").exists()            # nothing of a refused archive is written
+
+
+def test_a_plain_archive_unpacks(tmp_path: Path) -> None:
+    archive = _tar(tmp_path / "a.tar.gz", lambda tar: (_add(tar, "code/inference.py", b"ok"), _add(tar, "m.params")))
+    container.unpack(str(archive), str(tmp_path / "dest"))
+    assert (tmp_path / "dest" / "code" / "inference.py").read_bytes() == b"ok"
+
+
+@pytest.mark.parametrize("rel", ["../x", "a/../../x", "/etc/x", "..", "a/..\\..\\x"])
+def test_object_names_that_climb_out_of_the_channel_are_refused(tmp_path: Path, rel: str) -> None:
+    with pytest.raises(ValueError, match="would land outside"):
+        container.inside(str(tmp_path), rel, "object name")
+    assert container.inside(str(tmp_path), "train/part-0.bin", "object name").endswith("/train/part-0.bin")
