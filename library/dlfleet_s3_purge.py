@@ -10,7 +10,7 @@ description:
     with one paginated listing and one C(DeleteObjects) request per 1000 keys, instead of one call per object.
   - The prefix is a folder. V(run-1) removes C(run-1/...) and never C(run-10/...). An empty prefix, V(/) or a
     wildcard is refused, so the whole bucket cannot go by mistake. The bucket itself stays.
-  - The prefix is taken literally, as S3 keys are: a leading or trailing space or C(/), an empty, C(.) or C(..) part
+  - The prefix is taken literally, as S3 keys are. A leading or trailing space or C(/), an empty, C(.) or C(..) part
     is refused rather than tidied up (V(/lead) is not the folder C(lead/), and purging C(lead/) for it would delete
     another run's data).
   - With O(all_versions=true) (the default) a versioned bucket also loses the old versions and delete markers under
