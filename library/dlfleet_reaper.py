@@ -87,6 +87,13 @@ removed:
     ttl: {description: Its dlfleet:ttl tag, type: str, sample: 8h}
     expired: {description: Whether it outlived its ttl, type: bool}
     state: {description: Its state when found, type: str}
+ttl_unreadable:
+  description:
+    - Resources kept because their C(dlfleet:ttl) is missing or not a duration (C(8 hours), C(-1h)); the reaper
+      never removes them by age, and warns about them.
+  returned: always
+  type: list
+  elements: dict
 remaining:
   description:
     - dlfleet-tagged resources (of O(fleet) when given) still there afterwards.
@@ -107,6 +114,7 @@ from ansible.module_utils.dlfleet_cleanup import (
     parse_now,
     remove,
     select,
+    ttl_unreadable,
 )
 from ansible_collections.amazon.aws.plugins.module_utils.modules import AnsibleAWSModule
 
@@ -156,7 +164,14 @@ def main():
             remaining = lingering([r for r in found if r not in chosen])
     except Exception as err:  # botocore errors and waiter timeouts alike
         module.fail_json_aws(err, msg="Could not reap dlfleet resources")
-    module.exit_json(changed=bool(chosen), removed=as_dicts(chosen), remaining=as_dicts(remaining))
+    unreadable = ttl_unreadable([r for r in found if r not in chosen])
+    if unreadable and params["expired_only"]:
+        module.warn(f"{len(unreadable)} dlfleet resource(s) have a missing or malformed dlfleet:ttl and are never "
+                    f"reaped by age: " + ", ".join(f"{r.type} {r.id} (fleet {r.fleet or '?'}, ttl {r.ttl!r})"
+                                                   for r in unreadable[:20])
+                    + "; tag them with a duration such as 8h, or tear their fleet down")
+    module.exit_json(changed=bool(chosen), removed=as_dicts(chosen), remaining=as_dicts(remaining),
+                     ttl_unreadable=as_dicts(unreadable))
 
 
 if __name__ == "__main__":

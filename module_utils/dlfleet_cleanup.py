@@ -42,6 +42,17 @@ class Resource:
     state: str = ""
 
 
+def ttl_unreadable(resources: list[Resource]) -> list[Resource]:
+    """Resources whose dlfleet:ttl is missing or no duration (`8 hours`, `-1h`): never reaped by age, so reported."""
+    bad = []
+    for res in resources:
+        try:
+            ttl_seconds(res.ttl)
+        except ValueError:
+            bad.append(res)
+    return bad
+
+
 def parse_now(value: str | None) -> datetime:
     if not value:
         return datetime.now(UTC)

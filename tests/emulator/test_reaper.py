@@ -99,3 +99,13 @@ def test_sweep_without_fleet_is_refused_and_removes_nothing(emulator, aws_env, t
     assert result.get("failed") is True
     assert "fleet=NAME" in result["msg"] and "all_fleets=true" in result["msg"]
     assert _live(emulator, FLEET_NEW)["instances"] == 2 and _live(emulator, FLEET_OLD)["instances"] == 2
+
+
+def test_resources_whose_ttl_cannot_be_read_are_reported_not_silently_kept(emulator, aws_env, two_fleets):
+    _make_fleet(emulator, "reap-bad-ttl", "8 hours")
+    later = (datetime.now(UTC) + timedelta(days=30)).isoformat()
+    _, result = run_task("dlfleet_reaper", {"now": later}, env=aws_env, check=True)
+    unreadable = {(r["fleet"], r["ttl"]) for r in result["ttl_unreadable"]}
+    assert unreadable == {("reap-bad-ttl", "8 hours")}, result["ttl_unreadable"]
+    assert {r["fleet"] for r in result["removed"]} == {FLEET_OLD, FLEET_NEW}   # the readable ones expired
+    assert any("never reaped by age" in w and "reap-bad-ttl" in w for w in result.get("warnings", [])), result
