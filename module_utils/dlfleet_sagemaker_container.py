@@ -370,19 +370,20 @@ class TrainingRun:
             self.record["LastModifiedTime"] = now_iso()
             write_json(self.record_path, self.record)
 
-    def secondary(self, status: str, message: str) -> None:
+    def secondary(self, status: str, message: str, **changes: Any) -> None:
+        """A secondary status transition, saved in one write with `changes` (a final TrainingJobStatus goes with its
+        secondary status: a reader never sees Stopped while the secondary status still says Uploading)."""
         transitions = list(self.record.get("SecondaryStatusTransitions") or [])
         stamp = now_iso()
         if transitions and "EndTime" not in transitions[-1]:
             transitions[-1]["EndTime"] = stamp
         transitions.append({"Status": status, "StartTime": stamp, "StatusMessage": message})
-        self.save(SecondaryStatus=status, SecondaryStatusTransitions=transitions)
+        self.save(SecondaryStatus=status, SecondaryStatusTransitions=transitions, **changes)
 
     def on_term(self, _signum, _frame) -> None:
         if self.stop_reason is None:
             self.stop_reason = "Stopped"
-            self.save(TrainingJobStatus="Stopping")
-            self.secondary("Stopping", "Stopping the training job")
+            self.secondary("Stopping", "Stopping the training job", TrainingJobStatus="Stopping")
             self.kill_all()
 
     def kill_all(self) -> None:
@@ -417,18 +418,16 @@ class TrainingRun:
         times = {"TrainingEndTime": end, "TrainingTimeInSeconds": max(1, seconds),
                  "BillableTimeInSeconds": max(1, seconds), "_local": self.cpu_accounting()}
         if failure:
-            self.save(TrainingJobStatus="Failed", FailureReason=failure[:1024], **times)
-            self.secondary("Failed", "Training job failed")
+            self.secondary("Failed", "Training job failed", TrainingJobStatus="Failed", FailureReason=failure[:1024],
+                           **times)
             return 1
         if self.stop_reason:
             status = "MaxRuntimeExceeded" if self.stop_reason == "MaxRuntimeExceeded" else "Stopped"
             message = ("Training job stopped: it ran longer than MaxRuntimeInSeconds"
                        if status == "MaxRuntimeExceeded" else "Training job stopped")
-            self.save(TrainingJobStatus="Stopped", **times)
-            self.secondary(status, message)
+            self.secondary(status, message, TrainingJobStatus="Stopped", **times)
             return 0
-        self.save(TrainingJobStatus="Completed", **times)
-        self.secondary("Completed", "Training job completed")
+        self.secondary("Completed", "Training job completed", TrainingJobStatus="Completed", **times)
         return 0
 
     def cpu_accounting(self) -> dict[str, Any]:
