@@ -75,6 +75,18 @@ def local_answers(url: str, requests: list[dict[str, Any]]) -> dict[str, dict[st
     return answers
 
 
+def both_answers(model_archive: Path, code: Path, work: Path, name: str,
+                 requests: list[dict[str, Any]]) -> tuple[dict[str, Any], dict[str, Any]]:
+    """The answers of the real handler service and of our local endpoint, each serving the archive our repack makes
+    from `model_archive` and `code`."""
+    real = sm.real_handler(served(model_archive, code, work, f"{name}-served"), requests, work)
+    backend, url = sm.deploy_local(work / "local-serving", name, model_archive, code)
+    try:
+        return real, local_answers(url, requests)
+    finally:
+        backend.delete_endpoint(name)
+
+
 def comparable(answer: dict[str, Any]) -> tuple[int, Any]:
     body = base64.b64decode(answer["body_b64"])
     if answer["status"] == 200:
@@ -86,12 +98,7 @@ def comparable(answer: dict[str, Any]) -> tuple[int, Any]:
 
 def test_the_request_table_gets_the_same_answers(model_archive: Path, code: Path, work: Path) -> None:
     requests = table()
-    real = sm.real_handler(served(model_archive, code, work, "served-model"), requests, work)
-    backend, url = sm.deploy_local(work / "local-serving", "conformance-serving", model_archive, code)
-    try:
-        ours = local_answers(url, requests)
-    finally:
-        backend.delete_endpoint("conformance-serving")
+    real, ours = both_answers(model_archive, code, work, "conformance-serving", requests)
     statuses = {name: answer["status"] for name, answer in real.items()}
     assert statuses["json, one image"] == 200 and statuses["no content type"] == 500, statuses
     assert statuses["npy holding a pickle"] == 500 and statuses["python pickle"] == 500
@@ -110,11 +117,6 @@ def test_a_model_that_does_not_load_answers_503_per_request(work: Path) -> None:
     with tarfile.open(code, "w:gz") as tar:
         tar.add(model / "code" / "inference.py", arcname="inference.py")
     requests = table()[:2]
-    real = sm.real_handler(served(archive, code, work, "served-broken"), requests, work)
-    backend, url = sm.deploy_local(work / "local-serving", "conformance-broken", archive, code)
-    try:
-        ours = local_answers(url, requests)
-    finally:
-        backend.delete_endpoint("conformance-broken")
+    real, ours = both_answers(archive, code, work, "conformance-broken", requests)
     assert {a["status"] for a in real.values()} == {a["status"] for a in ours.values()} == {503}
     assert "the archive is empty" in base64.b64decode(ours[requests[0]["name"]]["body_b64"]).decode()
