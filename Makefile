@@ -25,8 +25,17 @@ $(VENV)/.bootstrap: requirements/bootstrap.txt
 	$(BIN)/pip install $(PIP_FLAGS) -r requirements/bootstrap.txt
 	touch $@
 
-$(VENV)/.installed: requirements/controller.txt $(VENV)/.bootstrap
+$(VENV)/.installed: requirements/controller.txt $(VENV)/.bootstrap $(VENV)/.ansiballz-bytecode
 	$(UV) pip install $(UV_FLAGS) --python $(BIN)/python -r requirements/controller.txt
+	touch $@
+
+# The controller venv keeps the bytecode of Ansible's module payloads between runs (scripts/ansiballz_bytecode.py:
+# zipimport compiles a payload's module_utils from source at every module run, a third of a localhost task's CPU).
+$(VENV)/.ansiballz-bytecode: scripts/ansiballz_bytecode.py $(VENV)/.bootstrap
+	site=$$($(BIN)/python -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])') && \
+	  cp scripts/ansiballz_bytecode.py "$$site/dlfleet_ansiballz_bytecode.py" && \
+	  $(BIN)/python -m compileall -q "$$site/dlfleet_ansiballz_bytecode.py" && \
+	  echo "import dlfleet_ansiballz_bytecode" > "$$site/dlfleet_ansiballz_bytecode.pth"
 	touch $@
 
 $(TVENV)/.installed: training/requirements.txt requirements/training-test.txt $(VENV)/.bootstrap
