@@ -14,7 +14,8 @@ def normalize_prefix(prefix: str | None) -> str:
     """'run-1' or 'run-1/' -> 'run-1/'. A prefix is a folder: 'run-1' must not also take 'run-10/'. Nothing else is
     changed: S3 keys are literal, so 'prod ' (a space) and '/lead' are other folders than 'prod/' and 'lead/', and
     tidying them up would purge someone else's data. Raises ValueError for what is not exactly one folder path:
-    empty, '/', a leading '/' or space, a trailing space, '//', '.' or '..' parts, wildcards, control characters."""
+    empty, '/', a leading '/', a part that starts or ends with a space, '//', '.' or '..' parts, wildcards, control
+    characters. The purge and every writer (SageMaker channels, output, checkpoints: check_uri) use this one rule."""
     text = "" if prefix is None else str(prefix)
     cleaned = text[:-1] if text.endswith("/") else text
     if not cleaned.strip():
@@ -23,7 +24,7 @@ def normalize_prefix(prefix: str | None) -> str:
     if any(c in cleaned for c in "*?["):
         raise ValueError(f"prefix {prefix!r} holds a wildcard; S3 prefixes are literal, give the folder name itself")
     parts = cleaned.split("/")
-    if cleaned != cleaned.strip() or "" in parts or any(p in (".", "..") for p in parts) or \
+    if any(p != p.strip() for p in parts) or "" in parts or any(p in (".", "..") for p in parts) or \
             any(ord(c) < 32 or ord(c) == 127 for c in cleaned):
         raise ValueError(f"prefix {prefix!r} is not a plain folder path: S3 keys are literal, so a leading or "
                          f"trailing space or '/', an empty, '.' or '..' part or a control character names another "

@@ -17,6 +17,7 @@ from datetime import datetime
 from typing import Any
 
 from ansible.module_utils.dlfleet_aws import aws_retry, error_code, fleet_tags, tag_dict, tag_list
+from ansible.module_utils.dlfleet_s3 import normalize_prefix
 
 try:
     from botocore.exceptions import BotoCoreError, ClientError
@@ -152,8 +153,14 @@ def check_instance_type(instance_type: str, what: str = "instance_type") -> None
 def check_uri(what: str, uri: str, local: bool, allow_file: bool = True) -> None:
     """s3:// anywhere; file:// only in local mode (AWS cannot read this machine's disk)."""
     if uri.startswith("s3://"):
-        if not S3_URI_RE.match(uri):
+        match = S3_URI_RE.match(uri)
+        if not match:
             raise SageMakerError(f"{what} {uri!r} is not a valid S3 URI: use s3://<bucket>/<prefix>")
+        if match["key"]:
+            try:   # the purge's own rule: what is written under a prefix is what teardown removes
+                normalize_prefix(match["key"])
+            except ValueError as err:
+                raise SageMakerError(f"{what} {uri!r}: the key {err}") from None
         return
     if uri.startswith("file://"):
         if not allow_file:

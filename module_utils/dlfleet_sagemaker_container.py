@@ -959,11 +959,69 @@ class Handlers:
         return bytes(result), out_type
 
 
-def make_handler(handlers: Handlers):
+# Limits of the local endpoint (the real one sits behind SageMaker's front end, which enforces its own): a body
+# of at most 6 MiB (InvokeEndpoint's payload limit), a socket that is idle or sends nothing for READ_TIMEOUT
+# seconds is closed, and at most MAX_CONNECTIONS connections are served at once (a thread each); one more is
+# answered 503 and closed. A malformed request gets a 4xx that says what is wrong, and its connection is closed.
+MAX_BODY = 6 * 1024 * 1024
+READ_TIMEOUT = 30.0
+MAX_CONNECTIONS = 64
+
+
+def _error_body(code: int, kind: str, message: str) -> bytes:
+    return json.dumps({"code": code, "type": kind, "message": message}).encode()
+
+
+def make_handler(handlers: Handlers, max_body: int = MAX_BODY, read_timeout: float = READ_TIMEOUT):
     default_accept = os.environ.get("SAGEMAKER_DEFAULT_INVOCATIONS_ACCEPT") or "application/json"
 
     class Handler(http.server.BaseHTTPRequestHandler):
         protocol_version = "HTTP/1.1"
+        timeout = read_timeout   # StreamRequestHandler: the socket's timeout for every read and write
+
+        def refuse(self, code: int, kind: str, message: str) -> None:
+            """A 4xx/5xx for a request this server will not read on: the connection is closed after it."""
+            self.close_connection = True
+            body = _error_body(code, kind, message)
+            self.send_response(code)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(body)))
+            self.send_header("Connection", "close")
+            self.end_headers()
+            self.wfile.write(body)
+
+        def read_body(self) -> bytes | None:
+            """The request body within the limits, or None after a refusal."""
+            if self.headers.get("Transfer-Encoding"):
+                self.refuse(411, "LengthRequired", "send the body with a Content-Length (chunked bodies are not "
+                                                   "accepted here)")
+                return None
+            raw = self.headers.get("Content-Length")
+            if raw is None:
+                return b""
+            if not (raw.strip().isascii() and raw.strip().isdigit()):
+                self.refuse(400, "BadRequest", f"Content-Length {raw!r} is not a whole number of bytes")
+                return None
+            length = int(raw)
+            if length > max_body:
+                self.refuse(413, "PayloadTooLarge", f"the body is {length} bytes; the endpoint takes at most "
+                                                    f"{max_body} bytes per request")
+                return None
+            chunks, got = [], 0
+            while got < length:
+                try:
+                    chunk = self.rfile.read1(min(65536, length - got))
+                except (TimeoutError, OSError):
+                    break
+                if not chunk:
+                    break
+                chunks.append(chunk)
+                got += len(chunk)
+            if got < length:
+                self.refuse(408, "RequestTimeout", f"the body stopped after {got} of {length} bytes (nothing more "
+                                                   f"came for {read_timeout:g} s, or the client closed)")
+                return None
+            return b"".join(chunks)
 
         def log_message(self, fmt: str, *args: Any) -> None:
             sys.stdout.write("%s %s\n" % (self.address_string(), fmt % args))  # noqa: UP031
@@ -985,7 +1043,9 @@ def make_handler(handlers: Handlers):
             if self.path != "/invocations":
                 self.reply(404, b"not found", "text/plain")
                 return
-            body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
+            body = self.read_body()
+            if body is None:
+                return
             if handlers.error is not None:
                 message = f"No worker is available to serve request: model (the model did not load: {handlers.error})"
                 self.reply(503, json.dumps({"code": 503, "type": "ServiceUnavailableException",
@@ -1009,13 +1069,37 @@ def make_handler(handlers: Handlers):
 
 
 class ReusePortServer(http.server.ThreadingHTTPServer):
-    """Binds with SO_REUSEPORT: a new model version takes the same port before the old one stops."""
+    """Binds with SO_REUSEPORT: a new model version takes the same port before the old one stops. Serves at most
+    `max_connections` connections at once, a thread each; one more gets 503 and is closed at once."""
 
     daemon_threads = True
+
+    def __init__(self, address, handler, max_connections: int = MAX_CONNECTIONS) -> None:
+        self.slots = threading.BoundedSemaphore(max_connections)
+        super().__init__(address, handler)
 
     def server_bind(self) -> None:
         self.socket.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
         super().server_bind()
+
+    def process_request(self, request, client_address) -> None:
+        if not self.slots.acquire(blocking=False):
+            body = _error_body(503, "ServiceUnavailableException", "too many connections: retry later")
+            try:
+                request.settimeout(1.0)
+                request.sendall(b"HTTP/1.1 503 Service Unavailable\r\nContent-Type: application/json\r\n"
+                                b"Content-Length: %d\r\nConnection: close\r\n\r\n%s" % (len(body), body))
+            except OSError:
+                pass
+            self.shutdown_request(request)
+            return
+        super().process_request(request, client_address)
+
+    def process_request_thread(self, request, client_address) -> None:
+        try:
+            super().process_request_thread(request, client_address)
+        finally:
+            self.slots.release()
 
 
 def serve(args: argparse.Namespace) -> int:

@@ -15,6 +15,41 @@ WIDEST = {4: 16, 6: 48}
 EXAMPLE = "for example -e provision_ssh_cidr=$(curl -s https://checkip.amazonaws.com)/32"
 
 
+# Names that reach AWS tag filters, resource names, local paths and S3 prefixes. The fleet rule is
+# module_utils/dlfleet_aws.py's (check_fleet_name; a unit test holds the two together); run names follow it, as they
+# make SageMaker job names (letters, digits, hyphens) and artifacts/<run>/.
+NAME_MAX = 40
+_NAME = re.compile(r"[A-Za-z0-9](?:-*[A-Za-z0-9])*")
+# AWS region names: us-east-1, eu-central-2, ap-southeast-4, us-gov-west-1, cn-north-1, us-isob-east-1.
+_REGION = re.compile(r"[a-z]{2}(?:-gov|-iso[a-z]?)?-[a-z]+-[0-9]{1,2}")
+
+
+LABELS = {"dlfleet_fleet_name": "fleet name", "dlfleet_run": "run name", "mxnet_train_run": "run name"}
+
+
+def name_problems(values: dict[str, Any]) -> list[str]:
+    """Fleet and run names (keyed by their variable): 1-40 letters, digits and hyphens, first and last a letter or
+    digit. No wildcard (a tag filter would match other fleets), no slash or dot (a path would leave artifacts/ or
+    .run/keys/), no space."""
+    problems = []
+    for var, value in values.items():
+        if not isinstance(value, str) or len(value) > NAME_MAX or not _NAME.fullmatch(value):
+            problems.append(f"{LABELS.get(var, var)} {value!r} is not allowed: use 1-{NAME_MAX} letters, digits and "
+                            f"hyphens, starting and ending with a letter or digit (no wildcards, spaces, slashes or "
+                            f"dots), for example -e {var}=cifar-a")
+    return problems
+
+
+def region_problems(regions: Any, name: str = "dlfleet_region") -> list[str]:
+    """One region name or a list of them, each written as AWS writes it (us-east-1); no wildcard or path."""
+    values = regions if isinstance(regions, list) else [regions]
+    problems = [f"{name}={value!r} is not an AWS region name: give one like us-east-1 or eu-west-1"
+                for value in values if not isinstance(value, str) or not _REGION.fullmatch(value)]
+    if isinstance(regions, list) and not regions:
+        problems.append(f"{name} is an empty list: give at least one region, for example [us-east-1]")
+    return problems
+
+
 def whole_number_problems(values: dict[str, Any], minimum: int = 0) -> list[str]:
     """Each value must be a whole number (an int, or a string of digits) of at least `minimum`; '2x', '', 1.5,
     true and None are errors, never 0."""
@@ -56,4 +91,6 @@ def ssh_cidr_problems(cidr: Any, allow_anywhere: Any = False) -> list[str]:
 class FilterModule:
     def filters(self):
         return {"dlfleet_whole_number_problems": whole_number_problems,
+                "dlfleet_name_problems": name_problems,
+                "dlfleet_region_problems": region_problems,
                 "dlfleet_ssh_cidr_problems": ssh_cidr_problems}

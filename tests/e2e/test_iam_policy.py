@@ -288,7 +288,8 @@ def test_policy_is_well_formed_and_scoped() -> None:
         assert len({a.split(":")[0] for a in actions}) == 1, f"{st['Sid']} mixes services"
         assert actions == sorted(actions), f"{st['Sid']}: keep the actions sorted"
     # what creates or changes anything is scoped to the fleet's tag
-    for sid in ("EC2LaunchTaggedInstances", "EC2CreateTaggedKeyPairAndGroup", "EC2LaunchWithFleetKeyAndGroup",
+    for sid in ("EC2LaunchTaggedGpuInstances", "EC2LaunchEncryptedTaggedVolumes",
+                "EC2CreateTaggedKeyPairAndGroup", "EC2LaunchWithFleetKeyAndGroup",
                 "EC2ChangeFleetResources", "SageMakerCreateTagged", "SageMakerChangeFleetResources"):
         cond = json.dumps(by_sid[sid].get("Condition", {}))
         assert "dlfleet:fleet" in cond and ("aws:RequestTag" in cond or "aws:ResourceTag" in cond), sid
@@ -298,6 +299,44 @@ def test_policy_is_well_formed_and_scoped() -> None:
     s3 = [r for st in policy["Statement"] if as_list(st["Action"])[0].startswith("s3:")
           for r in as_list(st["Resource"])]
     assert s3 and all(r.startswith("arn:aws:s3:::dlfleet-") for r in s3), s3
+
+
+def test_the_secure_defaults_are_conditions_of_the_policy() -> None:
+    """A launch that drops IMDSv2, an unencrypted volume, a type outside the GPU families, or a bucket of another
+    account is denied by the policy itself, whatever the playbooks ask for."""
+    by_sid = {st["Sid"]: st for st in statements()}
+    runs = [st for st in statements() if "ec2:RunInstances" in as_list(st["Action"])]
+    instance = [st for st in runs if any(r.endswith(":instance/*") for r in as_list(st["Resource"]))]
+    volume = [st for st in runs if any(r.endswith(":volume/*") for r in as_list(st["Resource"]))]
+    assert [st["Sid"] for st in instance] == ["EC2LaunchTaggedGpuInstances"]
+    assert [st["Sid"] for st in volume] == ["EC2LaunchEncryptedTaggedVolumes"]
+    gpu = by_sid["EC2LaunchTaggedGpuInstances"]["Condition"]
+    assert gpu["StringEquals"] == {"ec2:MetadataHttpTokens": "required"}
+    families = as_list(gpu["StringLike"]["ec2:InstanceType"])
+    for itype in ("g5.xlarge", "g4dn.xlarge", "p3.2xlarge", "p3.16xlarge", "p4d.24xlarge", "g6e.48xlarge"):
+        assert any(fnmatchcase(itype, f) for f in families), itype
+    for itype in ("m5.xlarge", "c7i.metal-48xl", "t3.micro", "r6i.large", "x2iedn.32xlarge", "inf2.xlarge"):
+        assert not any(fnmatchcase(itype, f) for f in families), itype
+    assert by_sid["EC2LaunchEncryptedTaggedVolumes"]["Condition"]["Bool"] == {"ec2:Encrypted": "true"}
+    for st in statements():
+        if as_list(st["Action"])[0].startswith("s3:"):
+            assert st.get("Condition") == {"StringEquals": {"s3:ResourceAccount": "${aws:PrincipalAccount}"}}, \
+                st["Sid"]
+
+
+def test_every_instance_the_project_launched_meets_the_policy_conditions(site_run: SiteRun,
+                                                                          observed: list[dict[str, Any]]) -> None:
+    """The conditions never stop the project's own launches: every instance the pipeline and the other paths
+    launched (terminated ones included) has a type of the allowed families and requires IMDSv2 tokens."""
+    gpu = {st["Sid"]: st for st in statements()}["EC2LaunchTaggedGpuInstances"]["Condition"]
+    families = as_list(gpu["StringLike"]["ec2:InstanceType"])
+    launches = sum(1 for e in observed if iam_action(e) == "ec2:RunInstances")
+    instances = [i for r in site_run.client("ec2").describe_instances()["Reservations"] for i in r["Instances"]
+                 if any(t["Key"] == "dlfleet:fleet" for t in i.get("Tags", []))]
+    assert launches > 0 and len(instances) >= launches
+    for inst in instances:
+        assert any(fnmatchcase(inst["InstanceType"], f) for f in families), inst["InstanceType"]
+        assert inst["MetadataOptions"]["HttpTokens"] == "required", inst["InstanceId"]
 
 
 def test_the_emulator_accepts_the_policy_document(site_run: SiteRun) -> None:

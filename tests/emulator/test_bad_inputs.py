@@ -112,6 +112,12 @@ def mxnet_train(**role_vars: Any) -> dict[str, Any]:
                      "mxnet_train_dataset": "synthetic", "mxnet_train_epochs": 1, **role_vars}}
 
 
+def dlami_env(**role_vars: Any) -> dict[str, Any]:
+    """Role dlami's env tasks: the names become paths and a line of the login file."""
+    return {"ansible.builtin.include_role": {"name": "dlami", "tasks_from": "env.yml"},
+            "vars": {"dlami_become": False, "dlami_manage_bashrc": True, **role_vars}}
+
+
 def dlami_volume(**volume: Any) -> dict[str, Any]:
     return {"ansible.builtin.include_role": {"name": "dlami", "tasks_from": "volume.yml"},
             "vars": {"dlami_volume": {"volume_id": VOLUME_ID, "mount_point": "/data", **volume}}}
@@ -239,10 +245,21 @@ CASES: list[Case] = [
     Case("mock-gpu-negative-expected-count", "play",
          {"nvidia_gpu_facts": {"nvidia_smi": "@tmp@/smi-h200-device/nvidia-smi", "expected_count": -1}},
          ("expected_count=-1 is negative", "give the GPUs per instance")),
+    # role dlami: env names reach paths and ~/.bashrc
+    Case("dlami-env-name-that-runs-a-command-at-login", "play", dlami_env(dlami_env_name="mx$(touch @tmp@/pwned)"),
+         ('dlami_env_name="mx$(touch ', "not an env name", "no slashes, '..', spaces, quotes or $"),
+         absent=("pwned",)),
+    Case("dlami-venv-name-that-climbs-out-of-opt", "play", dlami_env(dlami_venv_name="../etc"),
+         ('dlami_venv_name="../etc"', "not an env name"), not_in=("dlami_env_name",)),
+    Case("dlami-env-name-with-a-quote", "play", dlami_env(dlami_env_name="mx'p36"),
+         ('dlami_env_name="mx\'p36"', "not an env name")),
     # role mxnet_train
     Case("mxnet-train-bad-kvstore", "play", mxnet_train(mxnet_train_kvstore="dist_async"),
          ("mxnet_train_kvstore=dist_async", "local, device, dist_sync or dist_device_sync"),
          absent=("train-home", "train-artifacts"), not_in=("mxnet_train_dataset", "mxnet_train_epochs")),
+    Case("mxnet-train-run-name-that-climbs-out", "play", mxnet_train(mxnet_train_run="../../etc"),
+         ('mxnet_train_run="../../etc" is not a run name', "no slashes, dots"),
+         absent=("train-home", "train-artifacts")),
     Case("mxnet-train-zero-epochs", "play", mxnet_train(mxnet_train_epochs=0),
          ("mxnet_train_epochs=0", "at least 1"), absent=("train-home", "train-artifacts"),
          not_in=("mxnet_train_dataset", "mxnet_train_kvstore")),
@@ -277,14 +294,51 @@ CASES: list[Case] = [
     Case("teardown-fleet-name-with-a-wildcard", "playbook", ("playbooks/teardown.yml", {
          "dlfleet_fleet_name": "bystande?"}), ("fleet name 'bystande?' is not allowed", "no wildcards")),
     Case("teardown-fleet-name-that-is-a-star", "playbook", ("playbooks/teardown.yml", {"dlfleet_fleet_name": "*"}),
-         ("fleet name '*' is not allowed", "for example cifar-a")),
+         ("fleet name '*' is not allowed", "for example -e dlfleet_fleet_name=cifar-a")),
     Case("teardown-fleet-name-that-climbs-out", "playbook", ("playbooks/teardown.yml", {
          "dlfleet_fleet_name": "../../../victim"}), ("fleet name '../../../victim' is not allowed", "slashes")),
     Case("provision-quota-shortfall", "playbook",
          ("playbooks/provision.yml", {"provision_instance_types": ["p3.16xlarge"], "provision_instance_count": 10}),
          ("L-417A185B", "request an increase"), absent=("run", "artifacts")),
     Case("teardown-without-a-fleet-name", "playbook", ("playbooks/teardown.yml", {"dlfleet_fleet_name": ""}),
-         ("would remove every dlfleet resource in the region", "name the fleet to tear down")),
+         ("fleet name '' is not allowed", "for example -e dlfleet_fleet_name=cifar-a")),
+    Case("teardown-fleet-name-with-a-trailing-newline", "playbook", ("playbooks/teardown.yml", {
+         "dlfleet_fleet_name": "bystander\n"}), ("fleet name 'bystander\\n' is not allowed",)),
+    Case("teardown-fleet-name-too-long-for-a-tag-name", "playbook", ("playbooks/teardown.yml", {
+         "dlfleet_fleet_name": "a" * 41}), ("use 1-40 letters, digits and hyphens",)),
+    # regions and run names: they pick the account's region and name local paths and S3 prefixes
+    Case("teardown-in-another-region-than-the-fleet-record", "playbook", ("playbooks/teardown.yml", {
+         "dlfleet_fleet_name": "recorded", "dlfleet_region": "eu-west-1", "dlfleet_run_dir": "@tmp@/recorded/run",
+         "dlfleet_artifacts_dir": "@tmp@/recorded/artifacts"}),
+         ("was provisioned in us-east-1", "not in eu-west-1", "-e dlfleet_region=us-east-1"),
+         extra={"kept": ("recorded/run/keys/us-east-1/recorded.pem", "recorded/artifacts/fleet.json")}),
+    Case("provision-in-another-region-than-the-fleet-record", "playbook", ("playbooks/provision.yml", {
+         "dlfleet_fleet_name": "recorded", "dlfleet_region": "eu-west-1", "dlfleet_run_dir": "@tmp@/recorded/run",
+         "dlfleet_artifacts_dir": "@tmp@/recorded/artifacts"}),
+         ("was provisioned in us-east-1", "a run name of its own (-e dlfleet_run=<name>)"),
+         absent=("recorded/run/keys/eu-west-1", "recorded/run/regions"),
+         extra={"kept": ("recorded/run/keys/us-east-1/recorded.pem", "recorded/artifacts/fleet.json")}),
+    Case("provision-region-with-a-wildcard", "playbook", ("playbooks/provision.yml", {"dlfleet_region": "us-*"}),
+         ("dlfleet_region='us-*' is not an AWS region name", "like us-east-1"), absent=("run", "artifacts")),
+    Case("teardown-region-that-is-a-path", "playbook", ("playbooks/teardown.yml", {
+         "dlfleet_region": "us-east-1/../../x"}), ("dlfleet_region='us-east-1/../../x' is not an AWS region name",)),
+    Case("sagemaker-playbook-region-left-empty", "playbook", ("playbooks/sagemaker.yml", {"dlfleet_region": ""}),
+         ("dlfleet_region='' is not an AWS region name",), absent=("run", "artifacts")),
+    Case("provision-run-name-that-climbs-out", "playbook", ("playbooks/provision.yml", {
+         "dlfleet_run": "../../elsewhere"}), ("run name '../../elsewhere' is not allowed", "-e dlfleet_run="),
+         absent=("run", "artifacts")),
+    Case("teardown-run-name-with-a-space", "playbook", ("playbooks/teardown.yml", {"dlfleet_run": "my run"}),
+         ("run name 'my run' is not allowed",)),
+    # the S3 prefix a run writes under is held to the purge's rule: 'prod ' once purged prod/ and kept 'prod /'
+    Case("sagemaker-playbook-prefix-with-a-trailing-space", "playbook", ("playbooks/sagemaker.yml", {
+         "sagemaker_prefix": "prod "}),
+         ("'prod /output' is not a plain folder path", "exactly as the run wrote"),
+         absent=("run", "artifacts")),
+    Case("sagemaker-playbook-prefix-with-a-leading-slash", "playbook", ("playbooks/sagemaker.yml", {
+         "sagemaker_prefix": "/lead"}), ("'/lead/output' is not a plain folder path",),
+         absent=("run", "artifacts")),
+    Case("sagemaker-playbook-run-name-with-a-wildcard", "playbook", ("playbooks/sagemaker.yml", {
+         "dlfleet_run": "run*"}), ("run name 'run*' is not allowed",), absent=("run", "artifacts")),
     # playbooks/sagemaker.yml: the job's inputs are checked before any data is generated or uploaded
     Case("sagemaker-playbook-missing-role-arn", "playbook",
          ("playbooks/sagemaker.yml", {"sagemaker_instance_type": "ml.m5.xlarge", "sagemaker_role_arn": ""}),
@@ -469,13 +523,25 @@ def world(own_emulator: Emulator, tmp_path_factory: pytest.TempPathFactory) -> d
            "bucket": bucket, "tmp": str(tmp)}
     for fixture in ("k80-410", "v100-525", "h200-device"):
         mock_nvidia_smi(tmp / f"smi-{fixture}", fixture)
+    # a run whose fleet provision.yml recorded in us-east-1: its record and its private key, as provision leaves them
+    recorded = tmp / "recorded"
+    (recorded / "artifacts").mkdir(parents=True)
+    (recorded / "artifacts" / "fleet.json").write_text(json.dumps(
+        {"fleet": "recorded", "run": "recorded", "region": "us-east-1", "key_name": "dlfleet-recorded",
+         "key_file": str(recorded / "run/keys/us-east-1/recorded.pem"), "instances": []}, indent=2))
+    key = recorded / "run" / "keys" / "us-east-1" / "recorded.pem"
+    key.parent.mkdir(parents=True, mode=0o700)
+    key.write_text("-----BEGIN OPENSSH PRIVATE KEY-----\n(the fleet's only key)\n-----END OPENSSH PRIVATE KEY-----\n")
+    key.chmod(0o600)
+    kept = {str(p.relative_to(tmp)): hashlib.sha256(p.read_bytes()).hexdigest()
+            for p in (key, recorded / "artifacts" / "fleet.json")}
     env = {**os.environ, **emu.env}
     setup = [{"name": "Create the job whose name a case reuses",
               **fill(training(name="bad-inputs-reused", hyperparameters={"epochs": 2}, wait=True), ctx)}]
     run = run_playbook(_write(tmp / "setup.yml", [{"name": "Setup", "hosts": "localhost", "gather_facts": False,
                                                     "tasks": setup}]), env=env)
     assert run.rc == 0, run.stdout[-3000:]
-    return {"ctx": ctx, "tmp": tmp, "env": env, "emulator": emu}
+    return {"ctx": ctx, "tmp": tmp, "env": env, "emulator": emu, "kept": kept}
 
 
 def _write(path: Path, data: Any) -> Path:
@@ -551,6 +617,10 @@ def test_bad_input_fails_clearly_and_changes_nothing(case: Case, request: pytest
         assert fragment not in message, f"{case.id}: the message blames {fragment!r}, which is right:\n{message}"
     for path in case.absent:
         assert not (world["tmp"] / path).exists(), f"{case.id} created {path}"
+    for path, digest in world["kept"].items():
+        if path in case.extra.get("kept", ()):
+            assert (world["tmp"] / path).is_file(), f"{case.id} removed {path}"
+            assert hashlib.sha256((world["tmp"] / path).read_bytes()).hexdigest() == digest, f"{case.id} changed {path}"
 
 
 def _check_play(case: Case, world: dict[str, Any], request: pytest.FixtureRequest) -> str:
@@ -572,8 +642,8 @@ def _check_playbook(case: Case, world: dict[str, Any], request: pytest.FixtureRe
     before = account(world["emulator"])
     start = time.time()
     run = run_playbook(playbook, env=world["env"], extra_vars={
-        "dlfleet_fleet_name": f"bad-{case.id[:20]}", "dlfleet_run_dir": str(tmp / "run"),
-        "dlfleet_artifacts_dir": str(tmp / "artifacts"), **extra_vars})
+        "dlfleet_fleet_name": f"bad-{case.id[:20].rstrip('-')}", "dlfleet_run_dir": str(tmp / "run"),
+        "dlfleet_artifacts_dir": str(tmp / "artifacts"), **fill(extra_vars, world["ctx"])})
     ran = [(task, "failed" if res.get("failed") else "changed" if res.get("changed") else "ok")
            for task, _, res in run.all_results() if not res.get("skipped")]
     assert run.rc != 0, ran

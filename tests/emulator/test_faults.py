@@ -233,7 +233,7 @@ def test_fleet_of_20_under_30_percent_faults_is_exactly_20_then_torn_down(
             "security_groups": [g["GroupId"] for g in ec2.describe_security_groups(Filters=by_tag)["SecurityGroups"]],
             "key_pairs": [k["KeyName"] for k in ec2.describe_key_pairs(Filters=by_tag)["KeyPairs"]]}
     assert not any(left.values()), f"left after teardown: {left}"
-    assert not (tmp_path / "run" / "keys" / f"{fleet}.pem").exists()
+    assert not (tmp_path / "run" / "keys" / "us-east-1" / f"{fleet}.pem").exists()
 
     _record(account, request, tmp_path, {"phases": phases, "fleets_launched": 1, "instances_launched": len(launched),
                                          "duplicates": duplicates, "leaked": len(leaked)})

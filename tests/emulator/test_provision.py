@@ -67,7 +67,7 @@ class Fleet:
 
     @property
     def key_file(self) -> Path:
-        return self.tmp / "run" / "keys" / f"{self.name}.pem"
+        return self.tmp / "run" / "keys" / "us-east-1" / f"{self.name}.pem"
 
     @property
     def fleet_json(self) -> Path:

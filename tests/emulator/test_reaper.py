@@ -109,3 +109,76 @@ def test_resources_whose_ttl_cannot_be_read_are_reported_not_silently_kept(emula
     assert unreadable == {("reap-bad-ttl", "8 hours")}, result["ttl_unreadable"]
     assert {r["fleet"] for r in result["removed"]} == {FLEET_OLD, FLEET_NEW}   # the readable ones expired
     assert any("never reaped by age" in w and "reap-bad-ttl" in w for w in result.get("warnings", [])), result
+
+
+def _far_fleet(emulator, fleet: str, region: str, ttl: str) -> dict[str, str]:
+    """A fleet's key pair, group and volume in another region (made as provision.yml tags them)."""
+    ec2 = emulator.client("ec2", region)
+    ec2.create_key_pair(KeyName=f"dlfleet-{fleet}", TagSpecifications=_tags(fleet, ttl, "key-pair"))
+    group = ec2.create_security_group(GroupName=f"dlfleet-{fleet}-ssh", Description="reaper test",
+                                      TagSpecifications=_tags(fleet, ttl, "security-group"))["GroupId"]
+    volume = ec2.create_volume(AvailabilityZone=f"{region}a", Size=10,
+                               TagSpecifications=_tags(fleet, ttl, "volume"))["VolumeId"]
+    return {"group": group, "volume": volume}
+
+
+def _far_left(emulator, fleet: str, region: str) -> dict[str, int]:
+    ec2 = emulator.client("ec2", region)
+    flt = [{"Name": "tag:dlfleet:fleet", "Values": [fleet]}]
+    return {"key_pairs": len(ec2.describe_key_pairs(Filters=flt)["KeyPairs"]),
+            "security_groups": len(ec2.describe_security_groups(Filters=flt)["SecurityGroups"]),
+            "volumes": len(ec2.describe_volumes(Filters=flt)["Volumes"])}
+
+
+def test_reaper_playbook_sweeps_every_region_dlfleet_provisioned_in(emulator, aws_env, two_fleets, tmp_path):
+    """A fleet past its TTL in eu-west-1, while the cron job's inventory names us-east-1: provision.yml recorded
+    eu-west-1 under .run/regions/, and the reaper sweeps it there too. Without the record it stays (the sweep
+    covers the regions it knows), and a recorded name that is not a region stops the run before any call."""
+    from helpers import run_playbook
+
+    far = _far_fleet(emulator, "reap-far", "eu-west-1", "1h")
+    later = (datetime.now(UTC) + timedelta(hours=2)).isoformat()
+    run_dir = tmp_path / "run"
+    (run_dir / "regions").mkdir(parents=True)
+    base = {"dlfleet_run_dir": str(run_dir), "dlfleet_reaper_now": later}
+
+    unrecorded = run_playbook("playbooks/reaper.yml", extra_vars=base, env=aws_env)
+    assert unrecorded.rc == 0, unrecorded.stdout[-3000:]
+    assert _far_left(emulator, "reap-far", "eu-west-1") == {"key_pairs": 1, "security_groups": 1, "volumes": 1}
+    assert set(_live(emulator, FLEET_OLD).values()) == {0}          # us-east-1 (dlfleet_region) was swept
+
+    (run_dir / "regions" / "eu-west-1").write_text("dlfleet provisioned in eu-west-1\n")
+    checked = run_playbook("playbooks/reaper.yml", extra_vars=base, env=aws_env, check=True)
+    assert checked.rc == 0, checked.stdout[-3000:]
+    assert _far_left(emulator, "reap-far", "eu-west-1") == {"key_pairs": 1, "security_groups": 1, "volumes": 1}
+    swept = run_playbook("playbooks/reaper.yml", extra_vars=base, env=aws_env)
+    assert swept.rc == 0, swept.stdout[-3000:]
+    per_region = {item["item"]: item for item in swept.results("Remove resources whose age exceeds their dlfleet:ttl")[
+        "results"]}
+    assert sorted(per_region) == ["eu-west-1", "us-east-1"]
+    assert {r["id"] for r in per_region["eu-west-1"]["removed"]} >= {far["group"], far["volume"]}
+    assert _far_left(emulator, "reap-far", "eu-west-1") == {"key_pairs": 0, "security_groups": 0, "volumes": 0}
+    assert _live(emulator, FLEET_NEW)["instances"] == 2              # not past its TTL: kept
+
+    (run_dir / "regions" / "*").write_text("")
+    refused = run_playbook("playbooks/reaper.yml", extra_vars=base, env=aws_env)
+    assert refused.rc != 0
+    message = " ".join(res.get("msg", "") for _, _, res in refused.all_results() if res.get("failed"))
+    assert "'*' is not an AWS region name" in message and "Nothing was removed" in message, message
+
+
+def test_reaper_playbook_takes_a_list_of_regions_or_refuses_one_that_is_not(emulator, aws_env, two_fleets, tmp_path):
+    from helpers import run_playbook
+
+    _far_fleet(emulator, "reap-far2", "ap-southeast-2", "1h")
+    later = (datetime.now(UTC) + timedelta(hours=2)).isoformat()
+    base = {"dlfleet_run_dir": str(tmp_path / "run"), "dlfleet_reaper_now": later}
+    for bad in (["us-east-1", "eu-*"], ["../us-east-1"], "us-east-1,eu west 1"):
+        run = run_playbook("playbooks/reaper.yml", extra_vars={**base, "dlfleet_reaper_regions": bad}, env=aws_env)
+        assert run.rc != 0, bad
+        assert _live(emulator, FLEET_OLD)["instances"] == 2, f"{bad} removed something"
+    run = run_playbook("playbooks/reaper.yml", env=aws_env,
+                       extra_vars={**base, "dlfleet_reaper_regions": "ap-southeast-2"})
+    assert run.rc == 0, run.stdout[-3000:]
+    assert set(_far_left(emulator, "reap-far2", "ap-southeast-2").values()) == {0}
+    assert _live(emulator, FLEET_OLD)["instances"] == 2              # us-east-1 not in the list: untouched

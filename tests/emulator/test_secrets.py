@@ -1,4 +1,5 @@
-"""No secret in any output, even at -vvv: the AWS secret key, the session token and the fleet's private key.
+"""No secret in any output, even at -vvv: the AWS secret key, the session token, the fleet's private key and the
+instances' user data.
 
 The runs use credentials of their own, distinctive values that appear nowhere else, and they go through a
 loopback proxy that checks every API request was really signed with them and carried the session token (so
@@ -13,6 +14,7 @@ secrets found (which must be 0), whatever pytest's capture.
 """
 from __future__ import annotations
 
+import base64
 import os
 import secrets
 import uuid
@@ -135,16 +137,24 @@ def _ok(run: PlaybookResult, what: str) -> None:
 def test_provision_and_teardown_at_vvv_print_no_secret(emulator, witness: Witness, tmp_path: Path,
                                                         request: pytest.FixtureRequest) -> None:
     fleet = f"secret-{uuid.uuid4().hex[:8]}"
+    # user_data often carries tokens (a registry login, a W&B key): it is no_log in ec2_gpu_fleet
+    user_token = f"dlfleetCanaryUserData{secrets.token_urlsafe(24)}"
     extra = {"dlfleet_fleet_name": fleet, "dlfleet_owner": "tests", "dlfleet_ttl": "1h",
              "dlfleet_run_dir": str(tmp_path / "run"), "dlfleet_artifacts_dir": str(tmp_path / "artifacts"),
-             "provision_instance_count": 1, "provision_wait_timeout": 120}
+             "provision_instance_count": 1, "provision_wait_timeout": 120,
+             "provision_user_data": f"#!/bin/sh\necho 'registry-token={user_token}' > /root/.registry\n"}
     env = _env(emulator, witness)
     provision = _verbose(PROVISION, extra, env)
     _ok(provision, "provision -vvv")
-    key_file = tmp_path / "run" / "keys" / f"{fleet}.pem"
+    key_file = tmp_path / "run" / "keys" / "us-east-1" / f"{fleet}.pem"
     key_text = key_file.read_text()
     body = _private_key_lines(key_text)
     outputs = {"provision stdout": provision.stdout, "provision stderr": provision.stderr}
+    ec2 = emulator.client("ec2")
+    (instance,) = [i for r in ec2.describe_instances(Filters=[{"Name": "tag:dlfleet:fleet", "Values": [fleet]}])[
+        "Reservations"] for i in r["Instances"]]
+    launched_user_data = base64.b64decode(ec2.describe_instance_attribute(
+        InstanceId=instance["InstanceId"], Attribute="userData")["UserData"]["Value"]).decode()
     files = _files([tmp_path / "artifacts", tmp_path / "run"], skip={key_file})
     teardown = _verbose(TEARDOWN, extra, env)
     _ok(teardown, "teardown -vvv")
@@ -153,7 +163,7 @@ def test_provision_and_teardown_at_vvv_print_no_secret(emulator, witness: Witnes
 
     creds = witness.creds
     wanted = {"secret_key": _needles(creds.secret_key), "session_token": _needles(creds.session_token),
-              "private_key": ["".join(body), *body]}
+              "private_key": ["".join(body), *body], "user_data": _needles(user_token)}
     found = _scan({**outputs, **files}, wanted)
     _report(request, "provision + teardown at -vvv", found, len(outputs) + len(files))
 
@@ -164,6 +174,7 @@ def test_provision_and_teardown_at_vvv_print_no_secret(emulator, witness: Witnes
     assert key_text.startswith("-----BEGIN OPENSSH PRIVATE KEY-----") and len(body) >= 3
     assert _scan({"key file": key_text}, {"private_key": body})["private_key"] == ["key file"]
     assert not key_file.exists(), "teardown removes the private key"
+    assert user_token in launched_user_data, "the user data reached the instance"
     assert "<localhost> EXEC" in provision.stdout or "ESTABLISH LOCAL CONNECTION" in provision.stdout, "not -vvv"
     assert found == {name: [] for name in wanted}, found
 

@@ -63,7 +63,7 @@ class Fleet:
 
     @property
     def key_file(self) -> Path:
-        return self.root / "run" / "keys" / f"{self.name}.pem"
+        return self.root / "run" / "keys" / "us-east-1" / f"{self.name}.pem"
 
     def instances(self) -> list[dict[str, Any]]:
         res = self.ec2.describe_instances(Filters=[*self.by_tag, {"Name": "instance-state-name", "Values": LIVE}])
@@ -121,6 +121,8 @@ def test_ssh_is_open_only_from_the_given_cidr(fleet: Fleet) -> None:
 def test_private_key_is_0600_in_a_0700_directory_and_ec2_holds_only_its_public_half(fleet: Fleet) -> None:
     assert stat.S_IMODE(fleet.key_file.stat().st_mode) == 0o600
     assert stat.S_IMODE(fleet.key_file.parent.stat().st_mode) == 0o700
+    assert fleet.key_file.parent.name == "us-east-1"   # keys/<region>/<fleet>.pem: one key per fleet and region
+    assert stat.S_IMODE(fleet.key_file.parent.parent.stat().st_mode) == 0o700
     assert fleet.key_file.read_text().startswith("-----BEGIN OPENSSH PRIVATE KEY-----")
     public = (fleet.key_file.parent / f"{fleet.name}.pem.pub").read_text().split()
     [pair] = fleet.ec2.describe_key_pairs(Filters=fleet.by_tag, IncludePublicKey=True)["KeyPairs"]
@@ -179,8 +181,11 @@ def sagemaker(emulator, tmp_path_factory: pytest.TempPathFactory) -> dict[str, A
     upload = _ok(run_playbook(SAGEMAKER, tags=["sagemaker_upload"], env=env, extra_vars={
         "dlfleet_fleet_name": fleet, "dlfleet_owner": "tests", "dlfleet_ttl": "1h",
         "dlfleet_artifacts_dir": str(root / "artifacts"), "sagemaker_bucket": bucket, "sagemaker_prefix": fleet,
-        "sagemaker_data_dir": str(root / "data"), "sagemaker_synthetic_size": 50}), "data set upload")
+        # a path with spaces and parentheses: the generator runs from an argv, no shell (it once broke here)
+        "sagemaker_data_dir": str(root / "data set (local copy)"), "sagemaker_synthetic_size": 50}),
+        "data set upload")
     assert upload.changed > 0
+    assert (root / "data set (local copy)" / "SYNTHETIC.json").is_file()
     kms_key = emulator.client("kms").create_key(Description="dlfleet test key")["KeyMetadata"]["Arn"]
     common = {"role_arn": ROLE, "entry_point": "tiny_train.py", "source_dir": str(FIXTURES),
               "hyperparameters": {"epochs": 1}, "channels": [{"name": "training", "uri": f"s3://{bucket}/{fleet}/data"}],

@@ -5,7 +5,12 @@ from __future__ import annotations
 import pytest
 from ansible.module_utils.dlfleet_aws import check_fleet_name, fleet_filter, fleet_tags
 
-from playbooks.filter_plugins.dlfleet_inputs import ssh_cidr_problems, whole_number_problems
+from playbooks.filter_plugins.dlfleet_inputs import (
+    name_problems,
+    region_problems,
+    ssh_cidr_problems,
+    whole_number_problems,
+)
 
 
 @pytest.mark.parametrize("name", ["a", "cifar-a", "Prod-2026-12", "a--b", "x" * 40])
@@ -61,3 +66,48 @@ def test_a_sagemaker_name_with_a_trailing_newline_is_refused() -> None:
     check_name("training job", "cifar10-001")
     with pytest.raises(SageMakerError, match="is not valid"):
         check_name("training job", "cifar10-001\n")    # `$` alone would match before the newline
+
+
+NAMES = ["a", "cifar-a", "Prod-2026-12", "a--b", "x" * 40, "", "*", "a*", "a?b", "../../../victim", "a/b", "a b",
+         "a.b", "-a", "a-", "a_b", "a\n", "x" * 41, "ä", "[a]", "a,b", None, 7]
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_playbook_name_check_and_the_modules_agree_on_every_fleet_name(name) -> None:
+    """The playbooks' first task (dlfleet_name_problems) and the modules (check_fleet_name) draw one line."""
+    try:
+        check_fleet_name(name)
+        module_ok = True
+    except ValueError:
+        module_ok = False
+    assert (name_problems({"dlfleet_fleet_name": name}) == []) is module_ok
+
+
+@pytest.mark.parametrize(("var", "value"), [("dlfleet_run", "../../elsewhere"), ("dlfleet_run", "my run"),
+                                            ("dlfleet_run", "run*"), ("dlfleet_fleet_name", "a?b")])
+def test_name_problems_name_the_variable_and_the_fix(var: str, value: str) -> None:
+    (problem,) = name_problems({var: value})
+    label = "fleet name" if var == "dlfleet_fleet_name" else "run name"
+    assert problem.startswith(f"{label} {value!r} is not allowed")
+    assert f"-e {var}=cifar-a" in problem
+
+
+@pytest.mark.parametrize("region", ["us-east-1", "eu-west-1", "eu-central-2", "ap-southeast-4", "us-gov-west-1",
+                                    "cn-north-1", "us-isob-east-1", "il-central-1", "ca-west-1"])
+def test_region_names_as_aws_writes_them_pass(region: str) -> None:
+    assert region_problems(region) == []
+    assert region_problems([region, "us-east-1"], "dlfleet_reaper_regions") == []
+
+
+@pytest.mark.parametrize("region", ["", "*", "us-*", "us-east-?", "US-EAST-1", "us-east-1 ", " us-east-1", "us-east",
+                                    "us-east-1/../../x", "us-east-1\n", "useast1", "us_east_1", None, 1, ["us-*"]])
+def test_region_names_that_are_patterns_paths_or_typos_are_refused(region) -> None:
+    problems = region_problems(region)
+    assert problems and "is not an AWS region name" in problems[0] and "like us-east-1" in problems[0]
+
+
+def test_an_empty_region_list_is_refused_and_every_bad_member_named() -> None:
+    assert region_problems([], "dlfleet_reaper_regions") == [
+        "dlfleet_reaper_regions is an empty list: give at least one region, for example [us-east-1]"]
+    problems = region_problems(["us-east-1", "eu-*", "../x"], "dlfleet_reaper_regions")
+    assert [p.split(" is ")[0] for p in problems] == ["dlfleet_reaper_regions='eu-*'", "dlfleet_reaper_regions='../x'"]

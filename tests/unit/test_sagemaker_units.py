@@ -401,3 +401,34 @@ def test_object_names_that_climb_out_of_the_channel_are_refused(tmp_path: Path, 
     with pytest.raises(ValueError, match="would land outside"):
         container.inside(str(tmp_path), rel, "object name")
     assert container.inside(str(tmp_path), "train/part-0.bin", "object name").endswith("/train/part-0.bin")
+
+
+# ------------------------------------------------------------------------------------- S3 prefixes: one rule
+PREFIXES_REFUSED = ["prod ", " prod", "/lead", "prod //data", "run-1/../run-10", "run-1/./x", "run*", "a/b /c",
+                    "run-1\n", "run-1/\tx"]
+REFUSED = r"is not a plain folder path|holds a wildcard|is not a valid S3 URI"
+
+
+@pytest.mark.parametrize("prefix", PREFIXES_REFUSED)
+def test_writer_and_purger_refuse_the_same_prefixes(tmp_path: Path, prefix: str) -> None:
+    """What a job would write under (channels, output, checkpoints) passes exactly where the purge would take the
+    same prefix: 'prod ' once purged prod/ (another run's) and kept 'prod /' (the writer's)."""
+    from ansible.module_utils.dlfleet_s3 import normalize_prefix
+
+    with pytest.raises(ValueError):
+        normalize_prefix(prefix)
+    for field in ("output_path", "checkpoint_s3_uri"):
+        with pytest.raises(sm.SageMakerError, match=REFUSED):
+            sm.check_training_params(params(tmp_path / field, **{field: f"s3://bucket/{prefix}/data"}))
+    channel = {"name": "training", "uri": f"s3://bucket/{prefix}/data/synthetic", "content_type": None,
+               "distribution": "FullyReplicated", "input_mode": None, "compression": "None"}
+    with pytest.raises(sm.SageMakerError, match=REFUSED):
+        sm.check_training_params(params(tmp_path / "channel", channels=[channel]))
+
+
+@pytest.mark.parametrize("prefix", ["run-1", "run-1/data/synthetic", "cifar10-a/output", "a.b/c_d", "x"])
+def test_writer_and_purger_take_the_same_plain_prefixes(tmp_path: Path, prefix: str) -> None:
+    from ansible.module_utils.dlfleet_s3 import normalize_prefix
+
+    assert normalize_prefix(prefix) == prefix + "/"
+    sm.check_training_params(params(tmp_path, output_path=f"s3://bucket/{prefix}"))
