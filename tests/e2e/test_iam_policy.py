@@ -33,6 +33,7 @@ from siterun import SiteRun
 POLICY = ROOT / "docs" / "iam-policy.json"
 FIXTURES = ROOT / "tests" / "fixtures" / "sagemaker"
 ROLE = "arn:aws:iam::123456789012:role/dlfleet-sagemaker-execution"
+PROFILE = "dlfleet-instance-data-reader"   # an instance profile (and its role) named as the policy's PassRole rule asks
 SECONDS_PARAMETER = "/dlfleet/emulator/sagemaker/training-seconds"
 
 # S3 REST operations (as the request log names them, from botocore's URI templates) -> the IAM action AWS
@@ -75,7 +76,8 @@ NEEDS_NO_PERMISSION = {"sts:GetCallerIdentity"}
 NOT_API_CALLS = {
     # CreateTrainingJob, CreateHyperParameterTuningJob and CreateModel hand the execution role (role_arn) to
     # SageMaker; AWS authorizes that hand-over as iam:PassRole on the caller, inside those calls.
-    "iam:PassRole": "SageMaker Create* calls pass the execution role",
+    "iam:PassRole": "SageMaker Create* calls pass the execution role; RunInstances with an instance profile passes "
+                    "its role to EC2",
 }
 
 
@@ -191,7 +193,25 @@ def exercise_other_paths(run: SiteRun, tmp: Path) -> Recorder:
         {"name": "Scale down and retag", "ec2_gpu_fleet": {**base, "count": 1, "ttl": "2h"}},
         {"name": "Plan a launch into a subnet", "ec2_gpu_fleet": {**base, "count": 3, "subnet_ids": [subnet]},
          "check_mode": True},
+        {"name": "Launch with an instance profile (iam:PassRole to EC2)",
+         "ec2_gpu_fleet": {**base, "name": f"{fleet}-p", "count": 1, "iam_instance_profile": PROFILE}},
         {"name": "Terminate the fleet", "ec2_gpu_fleet": {"region": "us-east-1", "name": fleet, "state": "absent"}},
+        {"name": "Terminate the profile's fleet",
+         "ec2_gpu_fleet": {"region": "us-east-1", "name": f"{fleet}-p", "state": "absent"}},
+    ]
+    # provision.yml's security group, as a re-run with another provision_ssh_cidr and without an extra tag
+    # changes it: the old rule revoked, the dropped tag deleted
+    fleet_tags = {"dlfleet:fleet": fleet, "dlfleet:owner": "tests", "dlfleet:ttl": "1h"}
+    group = {"region": "us-east-1", "name": f"dlfleet-{fleet}-ssh", "description": "SSH for the fleet",
+             "purge_rules": True, "purge_tags": True}
+    group_tasks = [
+        {"name": "Create the fleet's group", "amazon.aws.ec2_security_group": {
+            **group, "tags": {**fleet_tags, "team": "a"},
+            "rules": [{"proto": "tcp", "ports": [22], "cidr_ip": "198.51.100.7/32"}]}},
+        {"name": "Change the SSH CIDR and drop a tag", "amazon.aws.ec2_security_group": {
+            **group, "tags": fleet_tags, "rules": [{"proto": "tcp", "ports": [22], "cidr_ip": "198.51.100.8/32"}]}},
+        {"name": "Remove the fleet's group", "amazon.aws.ec2_security_group": {
+            "region": "us-east-1", "name": f"dlfleet-{fleet}-ssh", "state": "absent"}},
     ]
     training = {"region": "us-east-1", "role_arn": ROLE, "entry_point": "tiny_train.py", "source_dir": str(FIXTURES),
                 "instance_type": "ml.m5.xlarge", "hyperparameters": {"epochs": 1},
@@ -236,6 +256,13 @@ def exercise_other_paths(run: SiteRun, tmp: Path) -> Recorder:
         tar.addfile(info, io.BytesIO(b"weights"))
     run.client("s3").put_object(Bucket=bucket, Key=f"output/{fleet}-train/output/model.tar.gz",
                                 Body=model.getvalue(), ServerSideEncryption="AES256")
+    iam = run.client("iam")   # not recorded: the instance profile a user would name in provision_iam_instance_profile
+    iam.create_role(RoleName=PROFILE, AssumeRolePolicyDocument=json.dumps({
+        "Version": "2012-10-17", "Statement": [{"Effect": "Allow", "Principal": {"Service": "ec2.amazonaws.com"},
+                                                "Action": "sts:AssumeRole"}]}))
+    iam.create_instance_profile(InstanceProfileName=PROFILE)
+    iam.add_role_to_instance_profile(InstanceProfileName=PROFILE, RoleName=PROFILE)
+    rec.tasks(group_tasks, "The fleet's security group changed by a re-provision")
     ssm = run.client("ssm")   # not recorded: emulated jobs made now stay InProgress for a minute
     ssm.put_parameter(Name=SECONDS_PARAMETER, Value="60", Type="String", Overwrite=True)
     try:
@@ -293,9 +320,12 @@ def test_policy_is_well_formed_and_scoped() -> None:
                 "EC2ChangeFleetResources", "SageMakerCreateTagged", "SageMakerChangeFleetResources"):
         cond = json.dumps(by_sid[sid].get("Condition", {}))
         assert "dlfleet:fleet" in cond and ("aws:RequestTag" in cond or "aws:ResourceTag" in cond), sid
-    passrole = [st for st in policy["Statement"] if "iam:PassRole" in as_list(st["Action"])]
-    assert len(passrole) == 1 and passrole[0]["Resource"] != "*"
-    assert passrole[0]["Condition"] == {"StringEquals": {"iam:PassedToService": "sagemaker.amazonaws.com"}}
+    passrole = {st["Sid"]: st for st in policy["Statement"] if "iam:PassRole" in as_list(st["Action"])}
+    assert sorted(passrole) == ["IAMPassInstanceRoleToEC2", "IAMPassSageMakerExecutionRole"]
+    for sid, service, role in (("IAMPassSageMakerExecutionRole", "sagemaker.amazonaws.com", "dlfleet-sagemaker-*"),
+                               ("IAMPassInstanceRoleToEC2", "ec2.amazonaws.com", "dlfleet-instance-*")):
+        assert passrole[sid]["Resource"] == f"arn:aws:iam::*:role/{role}"
+        assert passrole[sid]["Condition"] == {"StringEquals": {"iam:PassedToService": service}}
     s3 = [r for st in policy["Statement"] if as_list(st["Action"])[0].startswith("s3:")
           for r in as_list(st["Resource"])]
     assert s3 and all(r.startswith("arn:aws:s3:::dlfleet-") for r in s3), s3
@@ -364,7 +394,7 @@ def test_policy_grants_every_call_and_nothing_more(observed: list[dict[str, Any]
     for action in ("ec2:RunInstances", "ec2:StopInstances", "ec2:StartInstances", "ec2:DeleteVolume",
                    "sagemaker:CreateTrainingJob", "sagemaker:StopTrainingJob", "sagemaker:UpdateEndpoint",
                    "sagemaker:StopHyperParameterTuningJob", "sagemaker:InvokeEndpoint", "sagemaker:AddTags",
-                   "logs:GetLogEvents", "s3:PutObject"):
+                   "logs:GetLogEvents", "s3:PutObject", "ec2:RevokeSecurityGroupIngress", "ec2:DeleteTags"):
         assert action in calls, action
 
 
