@@ -45,9 +45,20 @@ options:
     choices: [on-demand, spot]
     default: on-demand
   fail_on_shortfall:
-    description: Fail when any quota would be exceeded, with the increase to request in the message.
+    description:
+      - Fail when any quota would be exceeded, with the increase to request in the message.
+      - With O(fallback_types), fail only when no type of the list fits.
     type: bool
     default: false
+  fallback_types:
+    description:
+      - Instance types the fleet may take instead of the type of its single O(fleet) entry, in order of preference
+        (the order in which ec2_gpu_fleet falls back). Each is checked with the same count; the result names the
+        first that fits (RV(fitting_type)) and the shortfall of each that does not.
+      - Needs exactly one entry in O(fleet).
+    type: list
+    elements: str
+    default: []
 notes:
   - Needs C(servicequotas:GetServiceQuota), C(servicequotas:GetAWSDefaultServiceQuota),
     C(ec2:DescribeInstances) and C(ec2:DescribeInstanceTypes).
@@ -81,10 +92,26 @@ EXAMPLES = r"""
 
 RETURN = r"""
 fits:
-  description: True when the fleet fits every quota.
+  description: True when the fleet fits every quota (with O(fallback_types), in at least one of the types).
   returned: always
   type: bool
   sample: true
+fitting_type:
+  description:
+    - With O(fallback_types), the first type in order of preference whose quota holds the fleet.
+    - Empty when none does.
+  returned: when O(fallback_types) is given
+  type: str
+  sample: p3.2xlarge
+fitting_types:
+  description: With O(fallback_types), every type that fits, in order of preference.
+  returned: when O(fallback_types) is given
+  type: list
+  elements: str
+by_type:
+  description: With O(fallback_types), the whole result (fits, shortfalls, quotas) for each type, by type.
+  returned: when O(fallback_types) is given
+  type: dict
 shortfalls:
   description: One message per quota the fleet would exceed, naming the increase to request.
   returned: always
@@ -141,7 +168,20 @@ ARGUMENT_SPEC = dict(
     )),
     market=dict(type="str", choices=list(MARKETS), default="on-demand"),
     fail_on_shortfall=dict(type="bool", default=False),
+    fallback_types=dict(type="list", elements="str", default=[]),
 )
+
+
+def check_alternatives(ec2, sq, params: dict, region: str) -> dict:
+    """The single fleet entry checked in each type of its fallback list: it fits when one type fits."""
+    (entry,) = params["fleet"]
+    types = list(dict.fromkeys([entry["instance_type"], *params["fallback_types"]]))
+    by_type = {t: check(ec2, sq, [{**entry, "instance_type": t}], params["market"], region) for t in types}
+    fitting = [t for t in types if by_type[t]["fits"]]
+    first = by_type[fitting[0] if fitting else types[0]]
+    shortfalls = [] if fitting else [f"{t}: {'; '.join(by_type[t]['shortfalls'])}" for t in types]
+    return {**first, "fits": bool(fitting), "shortfalls": shortfalls, "fitting_type": fitting[0] if fitting else "",
+            "fitting_types": fitting, "by_type": by_type}
 
 
 def main() -> None:
@@ -150,8 +190,14 @@ def main() -> None:
     ec2 = module.client("ec2", retry_decorator=aws_retry)
     sq = module.client("service-quotas", retry_decorator=aws_retry)
     region = module.region or "us-east-1"
+    if module.params["fallback_types"] and len(module.params["fleet"]) != 1:
+        module.fail_json(msg=f"fallback_types needs exactly one fleet entry (the first choice and its count); "
+                             f"fleet has {len(module.params['fleet'])}")
     try:
-        result = check(ec2, sq, module.params["fleet"], module.params["market"], region)
+        if module.params["fallback_types"]:
+            result = check_alternatives(ec2, sq, module.params, region)
+        else:
+            result = check(ec2, sq, module.params["fleet"], module.params["market"], region)
     except QuotaError as err:
         module.fail_json(msg=err.msg, **err.details)
     except (botocore.exceptions.ClientError, botocore.exceptions.BotoCoreError) as err:
@@ -159,7 +205,8 @@ def main() -> None:
                                       "servicequotas:GetAWSDefaultServiceQuota, ec2:DescribeInstances, "
                                       "ec2:DescribeInstanceTypes)")
     if module.params["fail_on_shortfall"] and not result["fits"]:
-        module.fail_json(msg="; ".join(result["shortfalls"]), **result)
+        head = "no instance type of the list fits the vCPU quotas: " if module.params["fallback_types"] else ""
+        module.fail_json(msg=head + "; ".join(result["shortfalls"]), **result)
     module.exit_json(changed=False, **result)
 
 

@@ -342,7 +342,16 @@ CASES: list[Case] = [
     # playbooks/sagemaker.yml: the job's inputs are checked before any data is generated or uploaded
     Case("sagemaker-playbook-missing-role-arn", "playbook",
          ("playbooks/sagemaker.yml", {"sagemaker_instance_type": "ml.m5.xlarge", "sagemaker_role_arn": ""}),
-         ("role_arn None is not an IAM role ARN", "pass the execution role"), absent=("run", "artifacts")),
+         ('sagemaker_role_arn="" is not an IAM role ARN', "-e sagemaker_role_arn=arn:aws:iam::"),
+         absent=("run", "artifacts")),
+    # the whole pipeline: a SageMaker stage in AWS without its role stops before the EC2 fleet is provisioned
+    Case("site-sagemaker-in-aws-without-a-role-stops-before-the-fleet", "playbook",
+         ("site.yml", {"sagemaker_instance_type": "ml.m5.xlarge", "sagemaker_role_arn": ""}),
+         ('sagemaker_role_arn="" is not an IAM role ARN', "Nothing was created or started"),
+         absent=("run", "artifacts")),
+    Case("sagemaker-playbook-role-that-is-no-arn", "playbook", ("playbooks/sagemaker.yml", {
+         "sagemaker_instance_type": "ml.m5.xlarge", "sagemaker_role_arn": "SageMakerRole"}),
+         ('sagemaker_role_arn="SageMakerRole" is not an IAM role ARN',), absent=("run", "artifacts")),
     Case("sagemaker-playbook-tuning-range-min-above-max", "playbook",
          ("playbooks/sagemaker.yml", {"sagemaker_tune": True, "sagemaker_tuning_ranges": [
              {"name": "lr", "type": "continuous", "min_value": 0.2, "max_value": 0.02}]}),

@@ -216,13 +216,31 @@ def test_bad_input_fails_clearly_and_creates_nothing(emulator, aws_env, tmp_path
 
 
 def test_quota_shortfall_stops_before_anything_is_created(emulator, aws_env, tmp_path, made):
+    """No type of the fallback list fits: room for one g5.xlarge or g4dn.xlarge (4 vCPUs of G) where the fleet asks
+    for two, and no P quota for p3.2xlarge. The message names each type's shortfall."""
     fleet = Fleet(emulator, aws_env, tmp_path)
     made.append(fleet)
-    with quota(emulator, G_ON_DEMAND, 4):                 # room for one g5.xlarge (4 vCPUs); the fleet asks for two
+    with quota(emulator, G_ON_DEMAND, 4), quota(emulator, P_ON_DEMAND, 0):
         run = fleet.provision()
     assert run.rc != 0
-    assert G_ON_DEMAND in _failure_messages(run)
+    message = _failure_messages(run)
+    assert "no instance type of the list fits the vCPU quotas" in message, message
+    assert G_ON_DEMAND in message and P_ON_DEMAND in message
+    assert "g5.xlarge:" in message and "g4dn.xlarge:" in message and "p3.2xlarge:" in message
     assert fleet.nothing_left() and not fleet.key_file.exists()
+
+
+def test_a_fallback_list_where_only_the_last_type_fits_launches_that_type(emulator, aws_env, tmp_path, made):
+    """G quota 0 and P quota 8: the default list (g5.xlarge, g4dn.xlarge, p3.2xlarge) launches p3.2xlarge
+    instead of failing on the first type's quota."""
+    fleet = Fleet(emulator, aws_env, tmp_path, provision_instance_count=1)
+    made.append(fleet)
+    with quota(emulator, G_ON_DEMAND, 0), quota(emulator, P_ON_DEMAND, 8):
+        run = _ok(fleet.provision())
+    checked = run.results("Check the vCPU quota for the instances to launch, in each type of the fallback list")
+    assert checked["fitting_types"] == ["p3.2xlarge"] and checked["fitting_type"] == "p3.2xlarge"
+    assert not checked["by_type"]["g5.xlarge"]["fits"] and not checked["by_type"]["g4dn.xlarge"]["fits"]
+    assert [i["InstanceType"] for i in fleet.instances()] == ["p3.2xlarge"]
 
 
 def test_big_gpu_types_get_a_provisioned_iops_root(emulator, aws_env, tmp_path, made):
