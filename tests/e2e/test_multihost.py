@@ -126,12 +126,19 @@ def test_workers_end_with_the_same_model(trained, order):
 
 
 def test_progress_shows_while_the_job_runs(trained, order):
+    """Each log line is printed (on stderr, stamped with the time it was shown) as it comes: the first epoch's
+    line well before the second's, not all of them at the end."""
     run, _ = trained
-    rounds = [res["msg"] for name, host, res in run.all_results()
-              if name == TASK("Show the training progress") and host == order[1] and not res.get("skipped")]
-    first_epoch = next(i for i, msg in enumerate(rounds) if any(re.search(r"epoch 1/2 ", line) for line in msg))
-    last_epoch = next(i for i, msg in enumerate(rounds) if any(re.search(r"epoch 2/2 ", line) for line in msg))
-    assert first_epoch < last_epoch, rounds
+    shown = re.findall(rf"^(\d\d):(\d\d):(\d\d)\.(\d) {re.escape(order[1])} \| (.*)$", run.stderr, re.MULTILINE)
+
+    def when(pattern: str) -> float:
+        h, m, s, tenth, _ = next(x for x in shown if re.search(pattern, x[4]))
+        return int(h) * 3600 + int(m) * 60 + int(s) + int(tenth) / 10
+
+    assert shown, run.stderr[-3000:]
+    assert when(r"epoch 1/2 ") < when(r"epoch 2/2 "), shown
+    followed = run.results(TASK("Follow the training until every process has ended"), order[1])
+    assert followed["rounds"] >= 2 and any("epoch 2/2" in line for line in followed["tail"])
 
 
 def test_finished_job_runs_again_as_a_no_op(trained, inventory: Path, fleet: LocalHosts, order):

@@ -119,7 +119,8 @@ def test_a_failed_process_fails_its_host_and_stops_the_other_hosts_next_round(tm
     assert len(stop_files) == 1
     other = SimulatedHost({"train": (10_000, 0)})
     stopped = run(action(other), "h2")
-    assert stopped["failed"] and "training failed on h1 (worker-1)" in stopped["msg"], stopped
+    assert stopped["failed"] and "h1 worker-1 (rc=137" in stopped["msg"], stopped
+    assert "cannot finish on h2 either" in stopped["msg"]
     assert other.progress_calls == 0
     # another task (a new play, or the role included again) is not stopped by that file
     fresh = SimulatedHost({"train": (2, 0)})

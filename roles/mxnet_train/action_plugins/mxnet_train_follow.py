@@ -47,6 +47,10 @@ def prune_stop_files(now: float) -> None:
                         os.unlink(entry.path)
 
 
+def describe(host: str, failed: list[dict]) -> list[str]:
+    return [f"{host} {f['process']} (rc={f['rc']}, {f['msg']})" for f in failed]
+
+
 class ActionModule(ActionBase):
     TRANSFERS_FILES = False
     _VALID_ARGS = frozenset(("pid_dir", "jobs", "logs", "shown", "follow", "interval", "run", "max_seconds"))
@@ -102,8 +106,10 @@ class ActionModule(ActionBase):
                 rounds += 1
                 if progress.get("failed"):
                     raise AnsibleActionFail(f"following the training failed: {progress.get('msg', progress)}")
+                stamp = time.strftime("%H:%M:%S", time.localtime()) + f".{int(time.time() * 10) % 10}"
                 for line in progress.get("lines", []):
-                    display.display(f"{host} | {line}")
+                    # stderr: the lines show as they come whatever the stdout callback (json output stays whole)
+                    display.display(f"{stamp} {host} | {line}", stderr=True)
                     tail.append(line)
                 shown = progress.get("counts", shown)
                 still = list(progress.get("running", []))
@@ -118,7 +124,7 @@ class ActionModule(ActionBase):
                 running = still
                 if failed:
                     with contextlib.suppress(OSError), open(stop_file, "w") as fh:
-                        fh.write(json.dumps({"host": host, "processes": [f["process"] for f in failed]}))
+                        fh.write(json.dumps({"host": host, "failures": describe(host, failed)}))
                     break
         finally:
             self._remove_tmp_path(self._connection._shell.tmpdir)
@@ -127,10 +133,9 @@ class ActionModule(ActionBase):
                       failed_processes=failed)
         if failed:
             result["failed"] = True
-            result["msg"] = "Training processes failed: " + "; ".join(
-                f"{host} {f['process']} (rc={f['rc']}, {f['msg']})" for f in failed)
+            result["msg"] = "Training processes failed: " + "; ".join(describe(host, failed))
         elif stopped_by is not None:
             result["failed"] = True
-            result["msg"] = (f"Stopped following: training failed on {stopped_by.get('host')} "
-                             f"({', '.join(stopped_by.get('processes', []))}), so the job cannot finish here either")
+            result["msg"] = ("Training processes failed: " + "; ".join(stopped_by.get("failures") or ["?"])
+                             + f". The job cannot finish on {host} either: its processes are stopped too")
         return result
