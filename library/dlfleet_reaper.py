@@ -7,8 +7,8 @@ module: dlfleet_reaper
 short_description: Remove dlfleet resources of a fleet, or those that outlived their dlfleet:ttl tag
 description:
   - Finds every resource tagged C(dlfleet:fleet) (EC2 instances, EBS volumes, key pairs, security groups,
-    SageMaker training jobs, endpoints, endpoint configs and models), with one tag-filtered, paginated
-    Describe/List per resource type.
+    SageMaker tuning and training jobs (stopped while they run), endpoints, endpoint configs and models), with
+    one tag-filtered, paginated Describe/List per resource type.
   - With O(expired_only=true) (the reaper) it removes those whose age, from their own creation time, exceeds
     their C(dlfleet:ttl) tag (C(30m), C(8h), C(2d)). With O(expired_only=false) and O(fleet) (teardown) it
     removes everything of that fleet.
@@ -33,10 +33,10 @@ options:
     description: Which kinds of resource to consider.
     type: list
     elements: str
-    choices: [instances, volumes, key_pairs, security_groups, sagemaker_training_jobs, sagemaker_endpoints,
-              sagemaker_endpoint_configs, sagemaker_models]
-    default: [instances, volumes, key_pairs, security_groups, sagemaker_training_jobs, sagemaker_endpoints,
-              sagemaker_endpoint_configs, sagemaker_models]
+    choices: [instances, volumes, key_pairs, security_groups, sagemaker_tuning_jobs, sagemaker_training_jobs,
+              sagemaker_endpoints, sagemaker_endpoint_configs, sagemaker_models]
+    default: [instances, volumes, key_pairs, security_groups, sagemaker_tuning_jobs, sagemaker_training_jobs,
+              sagemaker_endpoints, sagemaker_endpoint_configs, sagemaker_models]
   now:
     description: Judge ages as of this ISO 8601 time instead of the current time (what would go at that time).
     type: str
@@ -97,7 +97,7 @@ ttl_unreadable:
 remaining:
   description:
     - dlfleet-tagged resources (of O(fleet) when given) still there afterwards.
-    - Finished training jobs are not listed; SageMaker keeps them and has no call to delete them.
+    - Finished training and tuning jobs are not listed; SageMaker keeps them and has no call to delete them.
   returned: always
   type: list
   elements: dict

@@ -17,7 +17,12 @@ from ansible.module_utils.dlfleet_aws import (
 )
 
 EC2_TYPES = ("instances", "volumes", "key_pairs", "security_groups")
-SAGEMAKER_TYPES = ("sagemaker_training_jobs", "sagemaker_endpoints", "sagemaker_endpoint_configs", "sagemaker_models")
+SAGEMAKER_TYPES = ("sagemaker_tuning_jobs", "sagemaker_training_jobs", "sagemaker_endpoints",
+                   "sagemaker_endpoint_configs", "sagemaker_models")
+# Jobs bill while they run; a finished one (Completed, Failed, Stopped) is a record with no delete and no cost.
+# Stopping is what teardown asked for: it counts as handled.
+JOB_TYPES = ("sagemaker_tuning_jobs", "sagemaker_training_jobs")
+JOB_DONE = ("Completed", "Failed", "Stopped", "Stopping")
 ALL_TYPES = EC2_TYPES + SAGEMAKER_TYPES
 LIVE_INSTANCE_STATES = ["pending", "running", "stopping", "stopped"]
 NOT_FOUND = {
@@ -110,6 +115,9 @@ def find_ec2(ec2, fleet: str | None, now: datetime, types: list[str]) -> list[Re
 
 
 _SM_LISTS = {
+    "sagemaker_tuning_jobs": ("list_hyper_parameter_tuning_jobs", "HyperParameterTuningJobSummaries",
+                              "HyperParameterTuningJobName", "HyperParameterTuningJobArn",
+                              "HyperParameterTuningJobStatus"),
     "sagemaker_training_jobs": ("list_training_jobs", "TrainingJobSummaries", "TrainingJobName", "TrainingJobArn",
                                 "TrainingJobStatus"),
     "sagemaker_endpoints": ("list_endpoints", "Endpoints", "EndpointName", "EndpointArn", "EndpointStatus"),
@@ -138,10 +146,8 @@ def select(resources: list[Resource], expired_only: bool) -> list[Resource]:
     """What goes. A security group carries no creation time: it goes with its fleet, once no live
     instance of that fleet stays and no unexpired key pair of that fleet stays."""
     chosen = [r for r in resources if r.type != "security_groups" and (r.expired or not expired_only)]
-    if expired_only:
-        chosen = [r for r in chosen if not (r.type == "sagemaker_training_jobs" and r.state != "InProgress")]
-    else:
-        chosen = [r for r in chosen if r.type != "sagemaker_training_jobs" or r.state == "InProgress"]
+    # only a running job is stopped (a finished one has nothing to stop), by age or with its fleet
+    chosen = [r for r in chosen if r.type not in JOB_TYPES or r.state == "InProgress"]
     going = {(r.type, r.id) for r in chosen}
     staying_fleets = {
         r.fleet for r in resources
@@ -152,10 +158,10 @@ def select(resources: list[Resource], expired_only: bool) -> list[Resource]:
 
 
 def lingering(resources: list[Resource]) -> list[Resource]:
-    """Of `resources`, those still to be removed: a finished training job (Completed, Failed, Stopped) is a
-    record SageMaker keeps, with no delete and no cost, so it never counts as left behind."""
-    return [r for r in resources
-            if not (r.type == "sagemaker_training_jobs" and r.state in ("Completed", "Failed", "Stopped"))]
+    """Of `resources`, those still to be removed: a finished training or tuning job (Completed, Failed, Stopped)
+    is a record SageMaker keeps, with no delete and no cost, so it never counts as left behind; a Stopping one
+    was stopped."""
+    return [r for r in resources if not (r.type in JOB_TYPES and r.state in JOB_DONE)]
 
 
 def _ignore_missing(call, **kwargs) -> None:
@@ -185,6 +191,8 @@ def remove(ec2, sm, chosen: list[Resource], wait: bool, wait_timeout: int) -> No
     by_type: dict[str, list[Resource]] = {t: [] for t in ALL_TYPES}
     for res in chosen:
         by_type[res.type].append(res)
+    for res in by_type["sagemaker_tuning_jobs"]:   # first: a tuning job starts training jobs while it runs
+        _ignore_missing(sm.stop_hyper_parameter_tuning_job, HyperParameterTuningJobName=res.id)
     for res in by_type["sagemaker_training_jobs"]:
         _ignore_missing(sm.stop_training_job, TrainingJobName=res.id)
     for res in by_type["sagemaker_endpoints"]:

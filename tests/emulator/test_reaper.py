@@ -182,3 +182,59 @@ def test_reaper_playbook_takes_a_list_of_regions_or_refuses_one_that_is_not(emul
     assert run.rc == 0, run.stdout[-3000:]
     assert set(_far_left(emulator, "reap-far2", "ap-southeast-2").values()) == {0}
     assert _live(emulator, FLEET_OLD)["instances"] == 2              # us-east-1 not in the list: untouched
+
+
+def test_a_running_tuning_job_past_its_ttl_in_a_second_region_is_stopped(emulator, aws_env, two_fleets, tmp_path):
+    """A tuning job bills while it runs: the reaper finds it by its fleet tag in a region provision recorded and
+    stops it; a finished one is a record with nothing to stop and is never counted as left behind."""
+    from helpers import run_playbook
+
+    region = "eu-west-1"
+    ssm = emulator.client("ssm", region)   # the emulator keeps jobs made now InProgress for this many seconds
+    ssm.put_parameter(Name="/dlfleet/emulator/sagemaker/training-seconds", Value="600", Type="String",
+                      Overwrite=True)
+    sm = emulator.client("sagemaker", region)
+    tags = _tags("reap-tune", "1h", "x")[0]["Tags"]
+    try:
+        sm.create_hyper_parameter_tuning_job(
+            HyperParameterTuningJobName="reap-tune-1", Tags=tags,
+            HyperParameterTuningJobConfig={
+                "Strategy": "Random", "ResourceLimits": {"MaxNumberOfTrainingJobs": 2, "MaxParallelTrainingJobs": 1},
+                "HyperParameterTuningJobObjective": {"Type": "Maximize", "MetricName": "validation-accuracy"},
+                "ParameterRanges": {"ContinuousParameterRanges": [{"Name": "lr", "MinValue": "0.01",
+                                                                   "MaxValue": "0.2"}]}},
+            TrainingJobDefinition={
+                "AlgorithmSpecification": {"TrainingImage": "763104351884.dkr.ecr.eu-west-1.amazonaws.com/mxnet:1.9",
+                                           "TrainingInputMode": "File", "MetricDefinitions": [
+                                               {"Name": "validation-accuracy", "Regex": "acc=([0-9.]+)"}]},
+                "RoleArn": "arn:aws:iam::123456789012:role/dlfleet-sagemaker-execution",
+                "OutputDataConfig": {"S3OutputPath": "s3://dlfleet-sagemaker-x/out"},
+                "ResourceConfig": {"InstanceType": "ml.m5.xlarge", "InstanceCount": 1, "VolumeSizeInGB": 10},
+                "StoppingCondition": {"MaxRuntimeInSeconds": 3600}})
+    finally:
+        ssm.delete_parameter(Name="/dlfleet/emulator/sagemaker/training-seconds")
+    status = sm.describe_hyper_parameter_tuning_job(HyperParameterTuningJobName="reap-tune-1")
+    assert status["HyperParameterTuningJobStatus"] == "InProgress"
+
+    run_dir = tmp_path / "run"
+    (run_dir / "regions").mkdir(parents=True)
+    (run_dir / "regions" / region).write_text("")
+    later = (datetime.now(UTC) + timedelta(hours=2)).isoformat()
+    checked = run_playbook("playbooks/reaper.yml", env=aws_env, check=True,
+                           extra_vars={"dlfleet_run_dir": str(run_dir), "dlfleet_reaper_now": later})
+    assert checked.rc == 0, checked.stdout[-3000:]
+    per_region = {item["item"]: item for item in checked.results(
+        "Remove resources whose age exceeds their dlfleet:ttl")["results"]}
+    assert ("sagemaker_tuning_jobs", "reap-tune-1") in {(r["type"], r["id"]) for r in per_region[region]["removed"]}
+    assert sm.describe_hyper_parameter_tuning_job(
+        HyperParameterTuningJobName="reap-tune-1")["HyperParameterTuningJobStatus"] == "InProgress"   # check mode
+
+    reaped = run_playbook("playbooks/reaper.yml", env=aws_env,
+                          extra_vars={"dlfleet_run_dir": str(run_dir), "dlfleet_reaper_now": later})
+    assert reaped.rc == 0, reaped.stdout[-3000:]
+    assert sm.describe_hyper_parameter_tuning_job(
+        HyperParameterTuningJobName="reap-tune-1")["HyperParameterTuningJobStatus"] in ("Stopping", "Stopped")
+    # the fleet's teardown there now finds nothing of it left: a stopped job is a record, not a cost
+    _, swept = run_task("dlfleet_reaper", {"region": region, "fleet": "reap-tune", "expired_only": False},
+                        env=aws_env)
+    assert swept["remaining"] == [] and swept.get("changed") is False, swept
