@@ -154,7 +154,7 @@ quotas:
 import contextlib
 
 from ansible.module_utils.dlfleet_aws import aws_retry, fail_on_unknown_region
-from ansible.module_utils.dlfleet_quota import MARKETS, QuotaError, check
+from ansible.module_utils.dlfleet_quota import MARKETS, QuotaError, check, check_alternatives
 from ansible_collections.amazon.aws.plugins.module_utils.modules import AnsibleAWSModule
 
 with contextlib.suppress(ImportError):  # AnsibleAWSModule reports a missing botocore itself
@@ -172,18 +172,6 @@ ARGUMENT_SPEC = dict(
 )
 
 
-def check_alternatives(ec2, sq, params: dict, region: str) -> dict:
-    """The single fleet entry checked in each type of its fallback list: it fits when one type fits."""
-    (entry,) = params["fleet"]
-    types = list(dict.fromkeys([entry["instance_type"], *params["fallback_types"]]))
-    by_type = {t: check(ec2, sq, [{**entry, "instance_type": t}], params["market"], region) for t in types}
-    fitting = [t for t in types if by_type[t]["fits"]]
-    first = by_type[fitting[0] if fitting else types[0]]
-    shortfalls = [] if fitting else [f"{t}: {'; '.join(by_type[t]['shortfalls'])}" for t in types]
-    return {**first, "fits": bool(fitting), "shortfalls": shortfalls, "fitting_type": fitting[0] if fitting else "",
-            "fitting_types": fitting, "by_type": by_type}
-
-
 def main() -> None:
     module = AnsibleAWSModule(argument_spec=ARGUMENT_SPEC, supports_check_mode=True)
     fail_on_unknown_region(module)
@@ -195,7 +183,8 @@ def main() -> None:
                              f"fleet has {len(module.params['fleet'])}")
     try:
         if module.params["fallback_types"]:
-            result = check_alternatives(ec2, sq, module.params, region)
+            result = check_alternatives(ec2, sq, module.params["fleet"][0], module.params["fallback_types"],
+                                        module.params["market"], region)
         else:
             result = check(ec2, sq, module.params["fleet"], module.params["market"], region)
     except QuotaError as err:

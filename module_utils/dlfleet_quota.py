@@ -224,12 +224,16 @@ def read_quota(sq, code: str) -> tuple[float, str, str]:
     return float(quota["Value"]), "aws-default", quota.get("QuotaName", "")
 
 
-def check(ec2, sq, fleet: list[dict[str, Any]], market: str, region: str) -> dict[str, Any]:
-    """The whole preflight; returns ec2_gpu_quota_info's result (without failing on a shortfall)."""
-    planned = normalise_fleet(fleet, market)
+def _read_account(ec2, planned_types: list[str]) -> tuple[list[dict[str, Any]], dict[str, Any]]:
+    """The account's live instances and the instance-type records of those and of the planned types."""
     instances = active_instances(ec2)
-    wanted_types = {t for t, _, _ in planned} | {i["InstanceType"] for i in instances}
-    records = describe_instance_types(ec2, sorted(wanted_types))
+    wanted_types = set(planned_types) | {i["InstanceType"] for i in instances}
+    return instances, describe_instance_types(ec2, sorted(wanted_types))
+
+
+def _evaluate(planned: list[tuple[str, int, str]], instances: list[dict[str, Any]], records: dict[str, Any],
+              read, region: str) -> dict[str, Any]:
+    """ec2_gpu_quota_info's result for one plan; `read(code)` gives a quota's (value, source, name)."""
     unknown = sorted({t for t, _, _ in planned} - set(records))
     if unknown:
         raise QuotaError(f"unknown instance type(s) {', '.join(unknown)} in {region}; check the spelling "
@@ -239,7 +243,7 @@ def check(ec2, sq, fleet: list[dict[str, Any]], market: str, region: str) -> dic
     usage = usage_by_quota(instances, vcpus)
     for code, plan in plans.items():
         plan.usage = usage.get(code, 0)
-        plan.limit, plan.limit_source, name = read_quota(sq, code)
+        plan.limit, plan.limit_source, name = read(code)
         plan.name = name or plan.name
     ordered = [plans[c] for c in sorted(plans)]
     shortfalls = [p.shortfall_message(region) for p in ordered if not p.fits]
@@ -250,3 +254,32 @@ def check(ec2, sq, fleet: list[dict[str, Any]], market: str, region: str) -> dic
         "needed_vcpus": sum(p.needed for p in ordered),
         "usage_by_quota": dict(sorted(usage.items())),
     }
+
+
+def check(ec2, sq, fleet: list[dict[str, Any]], market: str, region: str) -> dict[str, Any]:
+    """The whole preflight; returns ec2_gpu_quota_info's result (without failing on a shortfall)."""
+    planned = normalise_fleet(fleet, market)
+    instances, records = _read_account(ec2, [t for t, _, _ in planned])
+    return _evaluate(planned, instances, records, lambda code: read_quota(sq, code), region)
+
+
+def check_alternatives(ec2, sq, entry: dict[str, Any], fallback_types: list[str], market: str,
+                       region: str) -> dict[str, Any]:
+    """One fleet entry checked in its own type and in each fallback type (the same count): it fits when one type
+    fits. The account (instances, type records) is read once, and each quota once, whatever the list's length."""
+    types = list(dict.fromkeys([entry["instance_type"], *fallback_types]))
+    plans = {t: normalise_fleet([{**entry, "instance_type": t}], market) for t in types}
+    instances, records = _read_account(ec2, types)
+    quotas: dict[str, tuple[float, str, str]] = {}
+
+    def read(code: str) -> tuple[float, str, str]:
+        if code not in quotas:
+            quotas[code] = read_quota(sq, code)
+        return quotas[code]
+
+    by_type = {t: _evaluate(plans[t], instances, records, read, region) for t in types}
+    fitting = [t for t in types if by_type[t]["fits"]]
+    first = by_type[fitting[0] if fitting else types[0]]
+    shortfalls = [] if fitting else [f"{t}: {'; '.join(by_type[t]['shortfalls'])}" for t in types]
+    return {**first, "fits": bool(fitting), "shortfalls": shortfalls, "fitting_type": fitting[0] if fitting else "",
+            "fitting_types": fitting, "by_type": by_type}

@@ -982,13 +982,7 @@ def make_handler(handlers: Handlers, max_body: int = MAX_BODY, read_timeout: flo
         def refuse(self, code: int, kind: str, message: str) -> None:
             """A 4xx/5xx for a request this server will not read on: the connection is closed after it."""
             self.close_connection = True
-            body = _error_body(code, kind, message)
-            self.send_response(code)
-            self.send_header("Content-Type", "application/json")
-            self.send_header("Content-Length", str(len(body)))
-            self.send_header("Connection", "close")
-            self.end_headers()
-            self.wfile.write(body)
+            self.reply(code, _error_body(code, kind, message), "application/json")
 
         def read_body(self) -> bytes | None:
             """The request body within the limits, or None after a refusal."""
@@ -1030,6 +1024,8 @@ def make_handler(handlers: Handlers, max_body: int = MAX_BODY, read_timeout: flo
             self.send_response(code)
             self.send_header("Content-Type", content_type)
             self.send_header("Content-Length", str(len(body)))
+            if self.close_connection:
+                self.send_header("Connection", "close")
             self.end_headers()
             self.wfile.write(body)
 
@@ -1048,8 +1044,7 @@ def make_handler(handlers: Handlers, max_body: int = MAX_BODY, read_timeout: flo
                 return
             if handlers.error is not None:
                 message = f"No worker is available to serve request: model (the model did not load: {handlers.error})"
-                self.reply(503, json.dumps({"code": 503, "type": "ServiceUnavailableException",
-                                            "message": message}).encode(), "application/json")
+                self.reply(503, _error_body(503, "ServiceUnavailableException", message), "application/json")
                 return
             content_type = self.headers.get("Content-Type")  # None when missing: the handlers get None too
             accept = self.headers.get("Accept")

@@ -4,7 +4,7 @@ from __future__ import annotations
 from datetime import UTC, datetime, timedelta
 
 import pytest
-from helpers import run_task
+from helpers import run_playbook, run_task
 
 FLEET_OLD = "reap-old"
 FLEET_NEW = "reap-new"
@@ -134,7 +134,6 @@ def test_reaper_playbook_sweeps_every_region_dlfleet_provisioned_in(emulator, aw
     """A fleet past its TTL in eu-west-1, while the cron job's inventory names us-east-1: provision.yml recorded
     eu-west-1 under .run/regions/, and the reaper sweeps it there too. Without the record it stays (the sweep
     covers the regions it knows), and a recorded name that is not a region stops the run before any call."""
-    from helpers import run_playbook
 
     far = _far_fleet(emulator, "reap-far", "eu-west-1", "1h")
     later = (datetime.now(UTC) + timedelta(hours=2)).isoformat()
@@ -168,7 +167,6 @@ def test_reaper_playbook_sweeps_every_region_dlfleet_provisioned_in(emulator, aw
 
 
 def test_reaper_playbook_takes_a_list_of_regions_or_refuses_one_that_is_not(emulator, aws_env, two_fleets, tmp_path):
-    from helpers import run_playbook
 
     _far_fleet(emulator, "reap-far2", "ap-southeast-2", "1h")
     later = (datetime.now(UTC) + timedelta(hours=2)).isoformat()
@@ -187,7 +185,6 @@ def test_reaper_playbook_takes_a_list_of_regions_or_refuses_one_that_is_not(emul
 def test_a_running_tuning_job_past_its_ttl_in_a_second_region_is_stopped(emulator, aws_env, two_fleets, tmp_path):
     """A tuning job bills while it runs: the reaper finds it by its fleet tag in a region provision recorded and
     stops it; a finished one is a record with nothing to stop and is never counted as left behind."""
-    from helpers import run_playbook
 
     region = "eu-west-1"
     ssm = emulator.client("ssm", region)   # the emulator keeps jobs made now InProgress for this many seconds
