@@ -52,10 +52,25 @@ options:
     elements: str
     default: []
   subnet_ids:
-    description: Subnets to try, in order, for each instance type.
+    description:
+      - Subnets to try, in order, for each instance type; the whole fleet goes into the first one with capacity.
+      - They must exist in the fleet's region and lie in one VPC (and in O(vpc_id) when given). This is checked
+        before anything is launched, in check mode too.
     type: list
     elements: str
     default: []
+  vpc_id:
+    description:
+      - The VPC that every subnet of O(subnet_ids) must be in. Needs O(subnet_ids).
+      - Omitted, the subnets may be of any one VPC; RV(vpc_id) returns it.
+    type: str
+  assign_public_ip:
+    description:
+      - Whether new instances get a public IPv4 address (C(AssociatePublicIpAddress) of the primary network
+        interface, as amazon.aws.ec2_instance sets it).
+      - Omitted, the subnet decides (its C(MapPublicIpOnLaunch); default subnets give one).
+      - V(false) for a private fleet reached through Systems Manager, a VPN or a bastion.
+    type: bool
   image_id:
     description: AMI to launch, for example the id returned by C(dlami_info). Required unless O(state=absent).
     type: str
@@ -133,7 +148,8 @@ options:
     choices: [required, optional]
     default: required
   iam_instance_profile:
-    description: Instance profile name or ARN.
+    description:
+      - Instance profile name or ARN. With O(wait_for_ssm=true) its role needs AmazonSSMManagedInstanceCore.
     type: str
   user_data:
     description: User data (cloud-init) for new instances. Never logged (it often holds tokens).
@@ -167,6 +183,13 @@ options:
     description: Seconds to wait in all.
     type: int
     default: 600
+  wait_for_ssm:
+    description:
+      - With O(wait=true), also wait until the Systems Manager agent of every running instance reports
+        C(PingStatus=Online) (C(DescribeInstanceInformation)), so that the C(amazon.aws.aws_ssm) connection can
+        reach it. For fleets without inbound SSH.
+    type: bool
+    default: false
 notes:
   - Check mode predicts launches, terminations, starts, stops and tag changes without a mutating call.
   - The module does not replace instances whose type, image or volumes differ from the options.
@@ -207,6 +230,18 @@ EXAMPLES = r"""
     count: 2
     state: stopped
     instance_types: [g5.xlarge]
+    image_id: "{{ dlami.image_id }}"
+
+- name: Launch a private fleet in two subnets, reached through Systems Manager
+  ec2_gpu_fleet:
+    name: private
+    count: 2
+    instance_types: [g5.xlarge]
+    subnet_ids: [subnet-0123456789abcdef0, subnet-0fedcba9876543210]
+    vpc_id: vpc-0123456789abcdef0
+    assign_public_ip: false
+    iam_instance_profile: dlfleet-instance-ssm
+    wait_for_ssm: true
     image_id: "{{ dlami.image_id }}"
 
 - name: Terminate the whole fleet
@@ -288,6 +323,16 @@ attempts:
   returned: always
   type: list
   elements: dict
+vpc_id:
+  description: The VPC of O(subnet_ids); null when no subnet is given (the default VPC).
+  returned: always
+  type: str
+  sample: vpc-0123456789abcdef0
+ssm_online:
+  description: Ids of the instances whose SSM agent reported Online (O(wait_for_ssm=true)); empty otherwise.
+  returned: always
+  type: list
+  elements: str
 predicted_launches:
   description: How many instances a real run would launch.
   returned: in check mode
@@ -341,6 +386,9 @@ ARGUMENT_SPEC = dict(
     market=dict(type="str", choices=["on-demand", "spot"], default="on-demand"),
     http_tokens=dict(type="str", choices=["required", "optional"], default="required"),
     iam_instance_profile=dict(type="str"),
+    vpc_id=dict(type="str"),
+    assign_public_ip=dict(type="bool"),
+    wait_for_ssm=dict(type="bool", default=False),
     user_data=dict(type="str", no_log=True),   # often holds tokens
     tags=dict(type="dict", default={}),
     owner=dict(type="str", default="dlfleet"),
@@ -366,14 +414,15 @@ def main() -> None:
             ("state", "stopped", ["count", "instance_types", "image_id"]),
         ],
     )
-    spec = build_spec(module.params)
+    spec = build_spec({**module.params, "region": module.region})
     fail_on_unknown_region(module)
     ec2 = module.client("ec2", retry_decorator=aws_retry)
     try:
         if spec.state == "absent":
             changed, result = ensure_absent(ec2, spec, module.check_mode)
         else:
-            changed, result = ensure_present(ec2, launch_client(ec2), spec, module.check_mode)
+            ssm = module.client("ssm", retry_decorator=aws_retry) if spec.wait_for_ssm else None
+            changed, result = ensure_present(ec2, launch_client(ec2), spec, module.check_mode, ssm)
     except FleetError as err:
         module.fail_json(msg=err.msg, **err.details)
     except ValueError as err:  # a bad ttl, from the shared tag helpers

@@ -14,6 +14,7 @@ from __future__ import annotations
 import contextlib
 import datetime as dt
 import hashlib
+import re
 import time
 from dataclasses import dataclass, field
 from typing import Any
@@ -75,6 +76,8 @@ TERMINATE_BATCH = 500          # instance ids per TerminateInstances/StartInstan
 STATUS_BATCH = 100             # DescribeInstanceStatus accepts at most 100 explicit instance ids
 TAG_BATCH = 500                # resource ids per CreateTags call
 DATA_DEVICE_LETTERS = "fghijklmnop"
+SUBNET_ID = re.compile(r"subnet-[0-9a-f]{8}(?:[0-9a-f]{9})?")
+SSM_ID_BATCH = 50              # DescribeInstanceInformation takes at most 50 instance ids per filter
 
 # EBS limits by volume type (AWS EBS volume types page): size GiB, iops, throughput MiB/s, iops per GiB.
 VOLUME_LIMITS: dict[str, dict[str, Any]] = {
@@ -116,6 +119,10 @@ class FleetSpec:
     market: str = "on-demand"
     http_tokens: str = "required"
     iam_instance_profile: str | None = None
+    assign_public_ip: bool | None = None      # None: the subnet's own setting (MapPublicIpOnLaunch)
+    vpc_id: str | None = None                 # the subnets must be in this VPC
+    wait_for_ssm: bool = False
+    region: str | None = None
     user_data: str | None = None
     tags: dict[str, str] = field(default_factory=dict)
     owner: str = "dlfleet"
@@ -188,6 +195,17 @@ def validate_spec(spec: FleetSpec) -> None:
         values = getattr(spec, opt)
         if any(not v for v in values):
             raise FleetError(f"{opt} {values} holds an empty entry; remove it")
+    twice = sorted({s for s in spec.subnet_ids if spec.subnet_ids.count(s) > 1})
+    if twice:
+        raise FleetError(f"subnet_ids {spec.subnet_ids} lists {', '.join(twice)} twice; list each subnet once")
+    # Subnet ids become DescribeSubnets filter values, where * and ? are wildcards: their form is checked first.
+    malformed = [s for s in spec.subnet_ids if not SUBNET_ID.fullmatch(s)]
+    if malformed:
+        raise FleetError(f"subnet_ids {malformed} are not subnet ids; give ids such as subnet-0123456789abcdef0 "
+                         f"(aws ec2 describe-subnets lists them)")
+    if spec.vpc_id and not spec.subnet_ids:
+        raise FleetError(f"vpc_id {spec.vpc_id!r} needs subnet_ids: instances go into a VPC through its subnets; "
+                         f"list the subnets of {spec.vpc_id} to use, or drop vpc_id for the default VPC")
     fleet_tags(spec.name, spec.owner, spec.ttl, spec.tags)  # raises ValueError on a bad ttl
     if spec.kms_key_id and not spec.encrypted:
         raise FleetError(f"kms_key_id {spec.kms_key_id!r} needs encrypted: true; drop kms_key_id or encrypt")
@@ -258,18 +276,37 @@ def validate_zones(ec2, zones: list[str]) -> None:
                          f"{', '.join(sorted(known))}")
 
 
-def subnet_zones(ec2, subnet_ids: list[str]) -> dict[str, str]:
-    """Subnet id -> its availability zone; fails clearly on an unknown subnet."""
+def describe_subnets(ec2, subnet_ids: list[str]) -> list[dict[str, Any]]:
+    """The subnets of this region among `subnet_ids`: one DescribeSubnets with a subnet-id filter (a filter
+    answers with what exists instead of failing on the first unknown id, so every missing one can be named)."""
     if not subnet_ids:
-        return {}
-    try:
-        subnets = ec2.describe_subnets(SubnetIds=subnet_ids, aws_retry=True).get("Subnets", [])
-    except botocore.exceptions.ClientError as err:
-        if error_code(err) in ("InvalidSubnetID.NotFound", "InvalidSubnetID.Malformed"):
-            raise FleetError(f"subnet_ids {subnet_ids}: {err.response['Error'].get('Message', err)}; "
-                             f"list subnets that exist in this region") from err
-        raise
-    return {s["SubnetId"]: s["AvailabilityZone"] for s in subnets}
+        return []
+    paginator = ec2.get_paginator("describe_subnets")
+    pages = aws_retry(lambda: list(paginator.paginate(Filters=[{"Name": "subnet-id", "Values": list(subnet_ids)}])))()
+    return [subnet for page in pages for subnet in page.get("Subnets", [])]
+
+
+def check_subnets(spec: FleetSpec, subnets: list[dict[str, Any]]) -> tuple[dict[str, str], str | None]:
+    """Subnet id -> zone and the subnets' VPC. Raises FleetError for a subnet not in this region, subnets of
+    several VPCs, or a VPC other than spec.vpc_id (pure: `subnets` is what DescribeSubnets answered)."""
+    if not spec.subnet_ids:
+        return {}, None
+    found = {s["SubnetId"]: s for s in subnets}
+    region = spec.region or "this region"
+    missing = [s for s in spec.subnet_ids if s not in found]
+    if missing:
+        raise FleetError(f"subnet_ids {missing} are not subnets of {region} (DescribeSubnets there does not find "
+                         f"them; a subnet of another region or account is not visible); list subnets of the "
+                         f"fleet's region {region}")
+    vpcs = sorted({found[s]["VpcId"] for s in spec.subnet_ids})
+    if len(vpcs) > 1:
+        by_vpc = "; ".join(f"{v}: {', '.join(s for s in spec.subnet_ids if found[s]['VpcId'] == v)}" for v in vpcs)
+        raise FleetError(f"subnet_ids {spec.subnet_ids} are in {len(vpcs)} VPCs ({by_vpc}); the fleet and its "
+                         f"security group live in one VPC, so list subnets of one VPC only")
+    if spec.vpc_id and vpcs[0] != spec.vpc_id:
+        raise FleetError(f"subnet_ids {spec.subnet_ids} are in VPC {vpcs[0]}, not in vpc_id {spec.vpc_id}; list "
+                         f"subnets of {spec.vpc_id}, or set vpc_id to {vpcs[0]}")
+    return {s: found[s]["AvailabilityZone"] for s in spec.subnet_ids}, vpcs[0]
 
 
 def _batches(items: list[str], size: int) -> list[list[str]]:
@@ -326,6 +363,39 @@ def wait_for(ec2, waiter_name: str, ids: list[str], timeout: int, batch: int = 1
             raise FleetError(f"timed out after {timeout}s waiting for {waiter_name.replace('_', ' ')} on "
                              f"{len(ids)} instance(s) ({err}); raise wait_timeout or check the instances' "
                              f"status in EC2") from err
+
+
+def describe_ssm_ping(ssm, ids: list[str]) -> dict[str, str]:
+    """Instance id -> the PingStatus of its Systems Manager agent, for the ids SSM knows (an instance whose agent
+    never registered is absent)."""
+    status: dict[str, str] = {}
+    paginator = ssm.get_paginator("describe_instance_information")
+    for chunk in _batches(sorted(ids), SSM_ID_BATCH):
+        filters = [{"Key": "InstanceIds", "Values": chunk}]
+        pages = aws_retry(lambda f=filters: list(paginator.paginate(Filters=f)))()
+        status.update({info["InstanceId"]: info.get("PingStatus", "")
+                       for page in pages for info in page.get("InstanceInformationList", [])})
+    return status
+
+
+def wait_for_ssm_online(ssm, ids: list[str], timeout: int) -> list[str]:
+    """Poll DescribeInstanceInformation until every instance's SSM agent reports PingStatus Online."""
+    if not ids:
+        return []
+    deadline = time.monotonic() + timeout
+    while True:
+        status = describe_ssm_ping(ssm, ids)
+        waiting = [i for i in ids if status.get(i) != "Online"]
+        if not waiting:
+            return sorted(ids)
+        if time.monotonic() >= deadline:
+            states = ", ".join(f"{i}: {status.get(i) or 'not registered'}" for i in waiting)
+            raise FleetError(f"timed out after {timeout}s waiting for the SSM agent of {len(waiting)} instance(s) to "
+                             f"report Online ({states}). The instance profile's role needs the managed policy "
+                             f"AmazonSSMManagedInstanceCore, and the subnets must reach Systems Manager (a NAT "
+                             f"gateway, or VPC endpoints for ssm, ssmmessages and ec2messages); fix that or raise "
+                             f"wait_timeout", ssm_ping=status)
+        time.sleep(WAITER_DELAY)
 
 
 # --------------------------------------------------------------------------------------------------------
@@ -397,14 +467,25 @@ def launch_request(spec: FleetSpec, image: dict[str, Any], instance_type: str, p
         "TagSpecifications": [{"ResourceType": "instance", "Tags": tag_list(tags)},
                               {"ResourceType": "volume", "Tags": tag_list(tags)}],
     }
-    if placement.get("subnet_id"):
-        req["SubnetId"] = placement["subnet_id"]
-    elif placement.get("availability_zone"):
+    if placement.get("availability_zone") and not placement.get("subnet_id"):
         req["Placement"] = {"AvailabilityZone": placement["availability_zone"]}
+    if spec.assign_public_ip is not None:
+        # A public address asked for (or refused) explicitly is a setting of the primary network interface, which
+        # then carries the subnet and the groups too (EC2 refuses them beside NetworkInterfaces).
+        nic: dict[str, Any] = {"DeviceIndex": 0, "AssociatePublicIpAddress": spec.assign_public_ip,
+                               "DeleteOnTermination": True}
+        if placement.get("subnet_id"):
+            nic["SubnetId"] = placement["subnet_id"]
+        if spec.security_group_ids:
+            nic["Groups"] = list(spec.security_group_ids)
+        req["NetworkInterfaces"] = [nic]
+    else:
+        if placement.get("subnet_id"):
+            req["SubnetId"] = placement["subnet_id"]
+        if spec.security_group_ids:
+            req["SecurityGroupIds"] = list(spec.security_group_ids)
     if spec.key_name:
         req["KeyName"] = spec.key_name
-    if spec.security_group_ids:
-        req["SecurityGroupIds"] = list(spec.security_group_ids)
     if spec.iam_instance_profile:
         key = "Arn" if spec.iam_instance_profile.startswith("arn:") else "Name"
         req["IamInstanceProfile"] = {key: spec.iam_instance_profile}
@@ -645,8 +726,9 @@ def resolve_types(ec2, spec: FleetSpec, image: dict[str, Any] | None,
     return info
 
 
-def ensure_present(ec2, launch_ec2, spec: FleetSpec, check_mode: bool) -> tuple[bool, dict[str, Any]]:
-    """Reconcile the fleet. `launch_ec2` sends RunInstances without botocore's own retries (see launch_client)."""
+def ensure_present(ec2, launch_ec2, spec: FleetSpec, check_mode: bool, ssm=None) -> tuple[bool, dict[str, Any]]:
+    """Reconcile the fleet. `launch_ec2` sends RunInstances without botocore's own retries (see launch_client);
+    `ssm` (needed for spec.wait_for_ssm) reads the Systems Manager agents' ping status."""
     validate_spec(spec)
     everything = describe_fleet(ec2, spec.name)
     live = _order([i for i in everything if i["State"]["Name"] in LIVE_STATES])
@@ -655,13 +737,13 @@ def ensure_present(ec2, launch_ec2, spec: FleetSpec, check_mode: bool) -> tuple[
     if image is not None:
         block_device_mappings(spec, image)  # validates the root size against the snapshot
     type_info = resolve_types(ec2, spec, image, live)
-    zones_of_subnets: dict[str, str] = {}
+    # The subnets are checked on every run, so that a plan names the fleet's VPC (its security group goes there).
+    zones_of_subnets, vpc_id = check_subnets(spec, describe_subnets(ec2, spec.subnet_ids))
     if need > 0:
         validate_zones(ec2, spec.availability_zones)
-        zones_of_subnets = subnet_zones(ec2, spec.subnet_ids)
 
     result: dict[str, Any] = {"launched": [], "terminated": [], "started": [], "stopped": [], "retagged": [],
-                              "attempts": []}
+                              "attempts": [], "vpc_id": vpc_id, "ssm_online": []}
     before = _summary(live)
 
     # Scale down: the newest go first (deterministic: launch time, then id).
@@ -721,6 +803,9 @@ def ensure_present(ec2, launch_ec2, spec: FleetSpec, check_mode: bool) -> tuple[
             _set_states(current, {i: "stopped" for i in result["stopped"]})
         if result["terminated"]:
             wait_for(ec2, "instance_terminated", result["terminated"], spec.wait_timeout)
+        if spec.wait_for_ssm and spec.state in ("present", "running"):
+            up = sorted(i for i, inst in current.items() if inst.get("State", {}).get("Name") in ("pending", "running"))
+            result["ssm_online"] = wait_for_ssm_online(ssm, up, spec.wait_timeout)
         # Re-read only what this run cannot know: addresses that come after launch, and change on start/stop.
         refresh = {*result["started"], *result["stopped"],
                    *(i["InstanceId"] for i in launched if not _has_addresses(i))}
@@ -783,7 +868,8 @@ def ensure_absent(ec2, spec: FleetSpec, check_mode: bool) -> tuple[bool, dict[st
     live = _order(describe_fleet(ec2, spec.name, LIVE_STATES))
     ids = [i["InstanceId"] for i in live]
     result: dict[str, Any] = {"launched": [], "terminated": ids, "started": [], "stopped": [], "retagged": [],
-                              "attempts": [], "instances": [], "instance_ids": [], "count": 0,
+                              "attempts": [], "instances": [], "instance_ids": [], "count": 0, "vpc_id": None,
+                              "ssm_online": [],
                               "diff": {"before": _summary(live), "after": _summary([])}}
     if ids and not check_mode:
         terminate_instances(ec2, ids)

@@ -7,7 +7,9 @@ The calls are read from the emulator's request log (one line per API request), n
 - then, on the same emulator, the paths `make run` does not take: ec2_gpu_fleet stop/start/retag/scale-down
   and subnet placement, the quota fallback to AWS defaults, the SageMaker modules in AWS mode (ml.* types:
   training job create/retag/stop, tuning job create/stop, endpoint create/blue-green update/invoke/absent),
-  teardown of data volumes, playbooks/reaper.yml (check and real) and the inventory/aws plugin.
+  teardown of data volumes, playbooks/reaper.yml (check and real) and the inventory/aws plugin, and a private
+  fleet's wait for its SSM agent. Session Manager is not emulated: the aws_ssm connection's own calls
+  (ssm:StartSession, ssm:TerminateSession) are not in the policy (inventory/aws/group_vars/gpu_fleet/private.yml).
 Setup that only a test needs (a bucket, a slow-job switch, a subnet id) is sent between the recorded
 windows, so it never counts as a call of the project.
 """
@@ -193,8 +195,9 @@ def exercise_other_paths(run: SiteRun, tmp: Path) -> Recorder:
         {"name": "Scale down and retag", "ec2_gpu_fleet": {**base, "count": 1, "ttl": "2h"}},
         {"name": "Plan a launch into a subnet", "ec2_gpu_fleet": {**base, "count": 3, "subnet_ids": [subnet]},
          "check_mode": True},
-        {"name": "Launch with an instance profile (iam:PassRole to EC2)",
-         "ec2_gpu_fleet": {**base, "name": f"{fleet}-p", "count": 1, "iam_instance_profile": PROFILE}},
+        {"name": "Launch a private fleet with an instance profile (iam:PassRole to EC2), waiting for its SSM agent",
+         "ec2_gpu_fleet": {**base, "name": f"{fleet}-p", "count": 1, "iam_instance_profile": PROFILE,
+                           "subnet_ids": [subnet], "assign_public_ip": False, "wait_for_ssm": True}},
         {"name": "Terminate the fleet", "ec2_gpu_fleet": {"region": "us-east-1", "name": fleet, "state": "absent"}},
         {"name": "Terminate the profile's fleet",
          "ec2_gpu_fleet": {"region": "us-east-1", "name": f"{fleet}-p", "state": "absent"}},
@@ -262,6 +265,7 @@ def exercise_other_paths(run: SiteRun, tmp: Path) -> Recorder:
                                                 "Action": "sts:AssumeRole"}]}))
     iam.create_instance_profile(InstanceProfileName=PROFILE)
     iam.add_role_to_instance_profile(InstanceProfileName=PROFILE, RoleName=PROFILE)
+    iam.attach_role_policy(RoleName=PROFILE, PolicyArn="arn:aws:iam::aws:policy/AmazonSSMManagedInstanceCore")
     rec.tasks(group_tasks, "The fleet's security group changed by a re-provision")
     ssm = run.client("ssm")   # not recorded: emulated jobs made now stay InProgress for a minute
     ssm.put_parameter(Name=SECONDS_PARAMETER, Value="60", Type="String", Overwrite=True)
@@ -394,7 +398,8 @@ def test_policy_grants_every_call_and_nothing_more(observed: list[dict[str, Any]
     for action in ("ec2:RunInstances", "ec2:StopInstances", "ec2:StartInstances", "ec2:DeleteVolume",
                    "sagemaker:CreateTrainingJob", "sagemaker:StopTrainingJob", "sagemaker:UpdateEndpoint",
                    "sagemaker:StopHyperParameterTuningJob", "sagemaker:InvokeEndpoint", "sagemaker:AddTags",
-                   "logs:GetLogEvents", "s3:PutObject", "ec2:RevokeSecurityGroupIngress", "ec2:DeleteTags"):
+                   "logs:GetLogEvents", "s3:PutObject", "ec2:RevokeSecurityGroupIngress", "ec2:DeleteTags",
+                   "ssm:DescribeInstanceInformation"):
         assert action in calls, action
 
 

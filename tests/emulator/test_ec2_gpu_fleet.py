@@ -12,6 +12,7 @@ import uuid
 from pathlib import Path
 from typing import Any
 
+import fleet_network
 import pytest
 from ansible.module_utils import dlfleet_fleet as fl
 from ansible.module_utils.dlfleet_aws import aws_retry
@@ -246,6 +247,79 @@ def test_no_gpu_type_is_accepted_when_require_gpu_is_off(ec2, launch_ec2, dlami,
     spec = fleets(_spec(dlami, count=1, instance_types=["t3.micro"], require_gpu=False))
     _, result = fl.ensure_present(ec2, launch_ec2, spec, check_mode=False)
     assert result["count"] == 1 and result["instances"][0]["gpu_count"] == 0
+
+
+# --- subnets of a VPC, the public address, a private fleet and its SSM agents ------------------------
+
+@pytest.fixture
+def net(emulator):
+    with fleet_network.network(emulator) as made:
+        yield made
+
+
+def test_fleet_in_two_subnets_of_a_vpc_gets_the_public_address_asked_for(ec2, launch_ec2, dlami, log, net, fleets,
+                                                                           emulator):
+    """The plan names the subnets' VPC without a mutating call; the batch goes into the first subnet (it has
+    capacity), with a public address although the subnet gives none by default, and the group of that VPC; a fleet
+    that leaves the address to the subnet gets none there. The subnet fallback on no capacity is the zone test's."""
+    group = emulator.client("ec2").create_security_group(GroupName=f"g-{uuid.uuid4().hex[:6]}", Description="t",
+                                                         VpcId=net.vpc)["GroupId"]
+    spec = fleets(_spec(dlami, count=2, subnet_ids=[net.subnet_a, net.subnet_b], vpc_id=net.vpc,
+                        assign_public_ip=True, security_group_ids=[group], region="us-east-1"))
+    changed, plan = fl.ensure_present(ec2, launch_ec2, spec, check_mode=True)
+    assert changed and plan["predicted_launches"] == 2 and plan["vpc_id"] == net.vpc
+    assert not MUTATING & set(log.actions())
+
+    _, result = fl.ensure_present(ec2, launch_ec2, spec, check_mode=False)
+    assert result["vpc_id"] == net.vpc and len(result["launched"]) == 2
+    for inst in _live(ec2, spec.name):
+        assert inst["SubnetId"] == net.subnet_a and inst["VpcId"] == net.vpc
+        assert inst.get("PublicIpAddress")
+        assert [g["GroupId"] for g in inst["NetworkInterfaces"][0]["Groups"]] == [group]
+    assert fl.ensure_present(ec2, launch_ec2, spec, check_mode=False)[0] is False
+
+    subnet_decides = fleets(_spec(dlami, count=1, subnet_ids=[net.subnet_b]))
+    _, result = fl.ensure_present(ec2, launch_ec2, subnet_decides, check_mode=False)
+    [inst] = _live(ec2, subnet_decides.name)
+    assert inst["SubnetId"] == net.subnet_b and not inst.get("PublicIpAddress")
+    assert not result["instances"][0]["public_ip"]
+
+
+def test_private_fleet_waits_until_every_ssm_agent_is_online(ec2, launch_ec2, dlami, log, net, fleets, emulator):
+    """No public address, the instance profile attached, and the wait ends on DescribeInstanceInformation
+    PingStatus Online (the emulator answers it for a running instance whose profile's role has
+    AmazonSSMManagedInstanceCore). Session Manager itself, which the aws_ssm connection uses, is not emulated."""
+    ssm = RetryingBotoClientWrapper(emulator.client("ssm"), aws_retry)
+    spec = fleets(_spec(dlami, count=2, subnet_ids=[net.subnet_b, net.subnet_a], assign_public_ip=False,
+                        iam_instance_profile=net.ssm_profile, wait_for_ssm=True))
+    _, result = fl.ensure_present(ec2, launch_ec2, spec, False, ssm)
+    assert result["ssm_online"] == sorted(result["launched"]) and len(result["launched"]) == 2
+    assert "DescribeInstanceInformation" in log.actions()
+    for inst in _live(ec2, spec.name):
+        assert inst["SubnetId"] == net.subnet_b and not inst.get("PublicIpAddress")
+        assert inst["IamInstanceProfile"]["Arn"].endswith(f"instance-profile/{net.ssm_profile}")
+    # An instance whose profile does not allow SSM never registers: nothing to wait for would come Online.
+    plain = fleets(_spec(dlami, count=1, subnet_ids=[net.subnet_b], assign_public_ip=False))
+    _, other = fl.ensure_present(ec2, launch_ec2, plain, check_mode=False)
+    assert fl.describe_ssm_ping(ssm, other["launched"] + result["launched"]) == dict.fromkeys(result["launched"],
+                                                                                              "Online")
+
+
+@pytest.mark.parametrize(("subnets", "vpc", "fragment"), [
+    (["subnet_a", "other_vpc_subnet"], None, "are in 2 VPCs"),
+    (["other_vpc_subnet"], "vpc", "not in vpc_id"),
+    (["subnet_a", "west_subnet"], None, "are not subnets of us-east-1"),
+])
+def test_subnet_of_another_vpc_or_region_is_refused_before_anything_is_created(ec2, launch_ec2, dlami, log, net,
+                                                                               subnets, vpc, fragment):
+    spec = _spec(dlami, subnet_ids=[getattr(net, s) for s in subnets], vpc_id=getattr(net, vpc) if vpc else None,
+                 region="us-east-1")
+    for check_mode in (True, False):
+        with pytest.raises(fl.FleetError) as err:
+            fl.ensure_present(ec2, launch_ec2, spec, check_mode=check_mode)
+        assert fragment in err.value.msg and "subnet_ids" in err.value.msg
+    assert not MUTATING & set(log.actions())
+    assert _live(ec2, spec.name) == []
 
 
 # --- faults, through the fault proxy in front of the emulator (tests/faultproxy.py) ------------------

@@ -14,7 +14,9 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import fleet_network
 import pytest
+import yaml
 from helpers import ROOT, PlaybookResult, run_playbook, run_task
 
 PROVISION = "playbooks/provision.yml"
@@ -275,3 +277,67 @@ def test_no_capacity_falls_back_across_zones_then_types(emulator, faulty_aws, tm
     assert {v["Size"] for v in fleet.volumes()} == {doc["image"]["snapshot_size"]}
     assert doc["cost_estimate"]["instances"] == {"g4dn.xlarge": 2}
     assert doc["cost_estimate"]["hourly_usd"] == pytest.approx(2 * 0.526)
+
+
+def test_private_fleet_in_two_subnets_has_no_way_in_from_outside_and_is_reached_through_ssm(emulator, aws_env,
+                                                                                              tmp_path, made):
+    """provision_private_fleet with two subnets of a VPC: the security group is made in that VPC with no inbound
+    rule from outside the fleet (no port 22, no CIDR at all, so no SSH CIDR is needed), the hosts get no public
+    address and the SSM instance profile, provisioning waits on DescribeInstanceInformation (Online) instead of
+    SSH, the run's transfer bucket is made encrypted, and each host joins gpu_fleet with the aws_ssm connection
+    settings of inventory/aws/group_vars/gpu_fleet/private.yml. Not exercised: a Session Manager session (the
+    emulator has none), so no task runs on a host through aws_ssm here."""
+    with fleet_network.network(emulator) as net:
+        fleet = Fleet(emulator, aws_env, tmp_path, provision_private_fleet=True, provision_ssh_cidr="",
+                      provision_subnet_ids=[net.subnet_a, net.subnet_b], provision_instance_count=2,
+                      provision_iam_instance_profile=net.ssm_profile, provision_stand_in_host="")
+        fleet.vars["sagemaker_bucket"] = f"dlfleet-sagemaker-{fleet.name}"
+        made.append(fleet)
+        plan = _ok(fleet.provision(check=True))   # check mode plans it: the subnets' VPC, two launches, nothing made
+        assert plan.results("Plan the fleet (check every input; nothing is created before this passes)")[
+            "vpc_id"] == net.vpc
+        assert fleet.nothing_left()
+        start = len((emulator.state_dir / "requests.jsonl").read_text().splitlines())
+        run = _ok(fleet.provision())
+        actions = [json.loads(line)["action"]
+                   for line in (emulator.state_dir / "requests.jsonl").read_text().splitlines()[start:] if line]
+
+        [group] = fleet.groups()
+        assert group["VpcId"] == net.vpc
+        inbound = group["IpPermissions"]
+        assert inbound and all(not p.get("IpRanges") and not p.get("Ipv6Ranges") for p in inbound), inbound
+        assert all(not p["FromPort"] <= 22 <= p["ToPort"] for p in inbound), inbound
+        assert [pair["GroupId"] for p in inbound for pair in p["UserIdGroupPairs"]] == [group["GroupId"]]
+        instances = fleet.instances()
+        assert len(instances) == 2
+        for inst in instances:
+            assert inst["SubnetId"] == net.subnet_a and not inst.get("PublicIpAddress")
+            assert inst["IamInstanceProfile"]["Arn"].endswith(f"instance-profile/{net.ssm_profile}")
+        assert "DescribeInstanceInformation" in actions
+        assert sorted(run.results("Launch the fleet")["ssm_online"]) == sorted(i["InstanceId"] for i in instances)
+
+        bucket = fleet.vars["sagemaker_bucket"]
+        rules = emulator.client("s3").get_bucket_encryption(Bucket=bucket)["ServerSideEncryptionConfiguration"]
+        assert rules["Rules"][0]["ApplyServerSideEncryptionByDefault"]["SSEAlgorithm"] == "AES256"
+        add_hosts = run.results("Add every instance to group gpu_fleet, reached through Systems Manager")
+        added = {r["add_host"]["host_name"]: r["add_host"]["host_vars"] for r in add_hosts["results"]}
+        assert sorted(added) == sorted(i["InstanceId"] for i in instances)
+        settings = yaml.safe_load((ROOT / "inventory/aws/group_vars/gpu_fleet/private.yml").read_text())
+        for host, hostvars in added.items():
+            assert hostvars["ansible_connection"] == "amazon.aws.aws_ssm"
+            assert hostvars["ansible_aws_ssm_instance_id"] == host and hostvars["ansible_aws_ssm_region"] == "us-east-1"
+            assert hostvars["ansible_aws_ssm_bucket_name"] == bucket
+            assert hostvars["ansible_aws_ssm_bucket_sse_mode"] == "AES256"
+            assert set(settings) <= set(hostvars), set(settings) - set(hostvars)   # the same settings as the inventory
+        doc = json.loads(fleet.fleet_json.read_text())
+        assert doc["private_fleet"] is True and doc["ssm_bucket"] == bucket and doc["ssh_cidr"] == ""
+        assert doc["vpc_id"] == net.vpc and doc["hosts"] == [i["instance_id"] for i in doc["instances"]]
+
+        # A subnet of another region is refused before anything is created, naming the variable.
+        other = Fleet(emulator, aws_env, tmp_path / "west", provision_subnet_ids=[net.subnet_a, net.west_subnet])
+        made.append(other)
+        run = other.provision()
+        assert run.rc != 0
+        message = _failure_messages(run)
+        assert f"provision_subnet_ids {net.west_subnet} are not subnets of us-east-1" in message, message
+        assert other.nothing_left() and not other.key_file.exists()

@@ -110,3 +110,75 @@ def test_next_generation_counts_terminated_instances_too() -> None:
     assert fl.next_generation([inst("1"), inst("4"), inst("junk"), {"Tags": []}]) == 5
 
 
+
+
+# --------------------------------------------------------------------------------------------------------
+# subnets, VPC and the public address
+# --------------------------------------------------------------------------------------------------------
+
+SUBNET_A, SUBNET_B, SUBNET_C = "subnet-0aaaaaaaaaaaaaaa1", "subnet-0bbbbbbbbbbbbbbb2", "subnet-0ccccccc"
+DESCRIBED = [  # what DescribeSubnets answers in us-east-1
+    {"SubnetId": SUBNET_A, "VpcId": "vpc-01111111111111111", "AvailabilityZone": "us-east-1a"},
+    {"SubnetId": SUBNET_B, "VpcId": "vpc-01111111111111111", "AvailabilityZone": "us-east-1b"},
+    {"SubnetId": SUBNET_C, "VpcId": "vpc-02222222222222222", "AvailabilityZone": "us-east-1c"},
+]
+
+
+def _net(**changes: Any) -> fl.FleetSpec:
+    return fl.FleetSpec(**{"name": "f", "count": 1, "instance_types": ["g5.xlarge"], "image_id": "ami-1",
+                           "region": "us-east-1", **changes})
+
+
+@pytest.mark.parametrize(("changes", "fragment"), [
+    ({"subnet_ids": ["subnet-*"]}, "are not subnet ids"),              # a filter wildcard never reaches EC2
+    ({"subnet_ids": ["sg-0123456789abcdef0"]}, "are not subnet ids"),
+    ({"subnet_ids": [SUBNET_A, SUBNET_A]}, "twice"),
+    ({"vpc_id": "vpc-01111111111111111"}, "vpc_id 'vpc-01111111111111111' needs subnet_ids"),
+])
+def test_bad_subnet_options_are_refused_before_any_call(changes: dict[str, Any], fragment: str) -> None:
+    with pytest.raises(fl.FleetError) as err:
+        fl.validate_spec(_net(**changes))
+    assert fragment in err.value.msg
+
+
+@pytest.mark.parametrize(("changes", "fragment"), [
+    ({"subnet_ids": [SUBNET_A, "subnet-0dddddddddddddddd"]},
+     "subnet_ids ['subnet-0dddddddddddddddd'] are not subnets of us-east-1"),
+    ({"subnet_ids": [SUBNET_A, SUBNET_C]}, "are in 2 VPCs (vpc-01111111111111111: subnet-0aaaaaaaaaaaaaaa1; "
+                                           "vpc-02222222222222222: subnet-0ccccccc)"),
+    ({"subnet_ids": [SUBNET_C], "vpc_id": "vpc-01111111111111111"},
+     "are in VPC vpc-02222222222222222, not in vpc_id vpc-01111111111111111"),
+])
+def test_subnets_of_another_region_or_vpc_are_refused(changes: dict[str, Any], fragment: str) -> None:
+    spec = _net(**changes)
+    described = [s for s in DESCRIBED if s["SubnetId"] in spec.subnet_ids]
+    with pytest.raises(fl.FleetError) as err:
+        fl.check_subnets(spec, described)
+    assert fragment in err.value.msg
+
+
+def test_subnets_of_one_vpc_give_their_zones_and_vpc() -> None:
+    spec = _net(subnet_ids=[SUBNET_B, SUBNET_A], vpc_id="vpc-01111111111111111")
+    zones, vpc = fl.check_subnets(spec, DESCRIBED[:2])
+    assert zones == {SUBNET_B: "us-east-1b", SUBNET_A: "us-east-1a"} and vpc == "vpc-01111111111111111"
+    assert fl.check_subnets(_net(), []) == ({}, None)
+
+
+IMAGE = {"ImageId": "ami-1", "RootDeviceName": "/dev/sda1",
+         "BlockDeviceMappings": [{"DeviceName": "/dev/sda1", "Ebs": {"VolumeSize": 75}}]}
+
+
+def test_public_address_is_a_network_interface_setting_that_carries_subnet_and_groups() -> None:
+    placement = {"subnet_id": SUBNET_A, "availability_zone": "us-east-1a"}
+    for asked in (True, False):
+        req = fl.launch_request(_net(assign_public_ip=asked, security_group_ids=["sg-1"]), IMAGE, "g5.xlarge",
+                                placement, 2, 1)
+        assert req["NetworkInterfaces"] == [{"DeviceIndex": 0, "AssociatePublicIpAddress": asked,
+                                             "DeleteOnTermination": True, "SubnetId": SUBNET_A, "Groups": ["sg-1"]}]
+        assert "SubnetId" not in req and "SecurityGroupIds" not in req   # EC2 refuses them beside the interface
+    subnet_default = fl.launch_request(_net(security_group_ids=["sg-1"]), IMAGE, "g5.xlarge", placement, 2, 1)
+    assert "NetworkInterfaces" not in subnet_default
+    assert subnet_default["SubnetId"] == SUBNET_A and subnet_default["SecurityGroupIds"] == ["sg-1"]
+    zone = fl.launch_request(_net(assign_public_ip=False), IMAGE, "g5.xlarge", {"availability_zone": "us-east-1b"},
+                             1, 1)
+    assert zone["Placement"] == {"AvailabilityZone": "us-east-1b"} and "SubnetId" not in zone["NetworkInterfaces"][0]
