@@ -72,7 +72,7 @@ os-deps:
 
 lint: $(VENV)/.installed
 	$(BIN)/ruff check library module_utils scripts tests training benchmarks playbooks/filter_plugins \
-	  roles/*/library roles/*/action_plugins
+	  roles/*/library roles/*/action_plugins playbooks/action_plugins
 	PATH="$(BIN):$$PATH" $(BIN)/ansible-lint --profile production -q
 	@for m in library/*.py; do n=$$(basename $$m .py); \
 	  PATH="$(BIN):$$PATH" $(BIN)/ansible-doc -M library $$n >/dev/null || { echo "ansible-doc failed: $$n"; exit 1; }; done

@@ -218,6 +218,24 @@ options:
     description: Seconds to wait.
     type: int
     default: 86400
+  follow:
+    description:
+      - Print the job's progress while it runs, as the SageMaker SDK's C(logs=True) does, each line on stderr with
+        the time it was shown. Each secondary-status transition, each status change and each new line of the
+        job's log (CloudWatch Logs in AWS, the container log in local mode), none twice.
+      - Done by this module's action plugin (C(playbooks/action_plugins)); the module alone refuses it.
+    type: bool
+    default: false
+  follow_interval:
+    description:
+      - With O(follow) or O(log_file), the longest wait in seconds for news in one round.
+      - Defaults to 10 in local mode and 30 in AWS.
+    type: int
+  log_file:
+    description:
+      - A file on the controller that receives the job's whole log when it has ended (rewritten only when it
+        differs). Done by the action plugin, as O(follow).
+    type: path
   log_tail_lines:
     description: How many of the job's newest log lines to return (CloudWatch in AWS, the local log otherwise).
     type: int
@@ -447,11 +465,22 @@ def ensure_absent(backend, params: dict, check_mode: bool, log) -> dict:
     return result
 
 
+def refuse_follow_without_plugin(module) -> None:
+    """follow and log_file reach the module only when its action plugin is not loaded."""
+    if module.params["follow"] or module.params["log_file"] or module.params["follow_interval"] is not None:
+        module.fail_json(msg="follow, follow_interval and log_file are done by this module's action plugin, which is "
+                             "not loaded: add playbooks/action_plugins to action_plugins in ansible.cfg (or "
+                             "ANSIBLE_ACTION_PLUGINS), or drop these options")
+
+
 def main() -> None:
     argument_spec = dict(
         name=dict(type="str", required=True),
         state=dict(type="str", default="present", choices=["present", "absent"]),
         log_tail_lines=dict(type="int", default=20),
+        follow=dict(type="bool", default=False),
+        follow_interval=dict(type="int"),
+        log_file=dict(type="path"),
         **training_spec(),
         **common_spec(),
     )
@@ -461,6 +490,7 @@ def main() -> None:
         required_if=[("state", "present", ["entry_point", "instance_type", "output_path"])],
         required_together=[("subnets", "security_group_ids")],
     )
+    refuse_follow_without_plugin(module)
     run_module(module, lambda params: is_local(params["instance_type"]), ensure_present, ensure_absent, module.log)
 
 

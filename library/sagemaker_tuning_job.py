@@ -307,6 +307,23 @@ options:
     description: Seconds to wait.
     type: int
     default: 86400
+  follow:
+    description:
+      - Print a line while the tuning job runs each time its counts of training jobs (completed, in progress,
+        stopped, failed), its best objective so far or its status change, on stderr with the time it was shown.
+      - Done by this module's action plugin (C(playbooks/action_plugins)); the module alone refuses it.
+    type: bool
+    default: false
+  follow_interval:
+    description:
+      - With O(follow) or O(log_file), the longest wait in seconds for news in one round.
+      - Defaults to 10 in local mode and 30 in AWS.
+    type: int
+  log_file:
+    description:
+      - A file on the controller that receives the whole log of the best training job when the tuning job
+        has ended (rewritten only when it differs). Done by the action plugin, as O(follow).
+    type: path
 extends_documentation_fragment:
   - amazon.aws.common.modules
   - amazon.aws.region.modules
@@ -670,6 +687,14 @@ def ensure_absent(backend, params: dict, check_mode: bool, module) -> dict:
     return result
 
 
+def refuse_follow_without_plugin(module) -> None:
+    """follow and log_file reach the module only when its action plugin is not loaded."""
+    if module.params["follow"] or module.params["log_file"] or module.params["follow_interval"] is not None:
+        module.fail_json(msg="follow, follow_interval and log_file are done by this module's action plugin, which is "
+                             "not loaded: add playbooks/action_plugins to action_plugins in ansible.cfg (or "
+                             "ANSIBLE_ACTION_PLUGINS), or drop these options")
+
+
 def main() -> None:
     argument_spec = dict(
         name=dict(type="str", required=True),
@@ -698,6 +723,9 @@ def main() -> None:
             type=dict(type="str", default="IdenticalDataAndAlgorithm",
                       choices=["IdenticalDataAndAlgorithm", "TransferLearning"]),
         )),
+        follow=dict(type="bool", default=False),
+        follow_interval=dict(type="int"),
+        log_file=dict(type="path"),
         **training_spec(),
         **common_spec(),
     )
@@ -707,6 +735,7 @@ def main() -> None:
         required_if=[("state", "present", ["objective", "entry_point", "instance_type", "output_path"])],
         required_together=[("subnets", "security_group_ids")],
     )
+    refuse_follow_without_plugin(module)
     run_module(module, lambda params: is_local(params["instance_type"]), ensure_present, ensure_absent, module)
 
 

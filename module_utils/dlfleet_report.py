@@ -8,6 +8,8 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from ansible.module_utils.dlfleet_sagemaker_curves import report_lines as sagemaker_curves_lines
+
 NOTHING = "nothing"
 
 
@@ -64,6 +66,7 @@ def gather(artifacts: Path) -> dict[str, Any]:
         "training_job": _load(artifacts / "sagemaker" / "training_job.json"),
         "tuning_job": _load(artifacts / "sagemaker" / "tuning_job.json"),
         "evaluation": _load(artifacts / "sagemaker" / "evaluation.json"),
+        "sagemaker_curves": sagemaker_curves_lines(artifacts / "sagemaker"),
         "teardown": _load(artifacts / "teardown.json"),
     }
 
@@ -179,6 +182,7 @@ def _sagemaker_section(data: dict[str, Any]) -> list[str]:
             out += _table(["#", "label", "predicted", ""],
                           [[n, s.get("label"), s.get("predicted"), "ok" if s.get("correct") else "wrong"]
                            for n, s in enumerate(samples[:10], 1)])
+    out += data.get("sagemaker_curves") or []
     return out
 
 

@@ -18,6 +18,7 @@ import urllib.request
 from typing import Any
 
 from ansible.module_utils import dlfleet_sagemaker_container as container
+from ansible.module_utils import dlfleet_sagemaker_logs as logs
 from ansible.module_utils.dlfleet_aws import tag_dict
 from ansible.module_utils.dlfleet_sagemaker import SageMakerError, Storage, s3_client_factory
 
@@ -151,6 +152,11 @@ class LocalBackend:
         for log in ("algo-1.log", "supervisor.log"):
             out += container.tail(os.path.join(job_dir, log), lines)
         return out[-lines:] if lines > 0 else []
+
+    def training_log_since(self, name: str, cursor: dict[str, Any], limit: int,
+                           final: bool) -> tuple[list[str], dict[str, Any], bool]:
+        """The container log's lines after `cursor` (its algo-N.log files, as CloudWatch has them in AWS)."""
+        return logs.local_read(self._dir("training-jobs", name), cursor, limit, final)
 
     # ---------------------------------------------------------------------------------------------
     # tuning jobs

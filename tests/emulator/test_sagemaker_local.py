@@ -12,6 +12,7 @@ import contextlib
 import io
 import json
 import os
+import re
 import signal
 import subprocess
 import tarfile
@@ -19,6 +20,7 @@ import urllib.error
 import urllib.request
 import uuid
 from collections.abc import Iterator
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -327,8 +329,10 @@ def test_local_tuning_runs_real_trials(aws_env, local_dir, tmp_path) -> None:
     warm = {**random_tuning, "name": f"sml-t3-{uuid.uuid4().hex[:5]}", "random_seed": 9, "max_jobs": 2,
             "warm_start": {"parents": [first]},
             "parameter_ranges": [{"name": "lr", "type": "continuous", "min_value": 0.01, "max_value": 0.05}]}
+    best_log = tmp_path / "tuning-best-job.log"
     results = play([
-        {"name": "Random", "sagemaker_tuning_job": random_tuning},
+        {"name": "Random", "sagemaker_tuning_job": {**random_tuning, "follow": True, "follow_interval": 2,
+                                                    "log_file": str(best_log)}},
         {"name": "Random again", "sagemaker_tuning_job": random_tuning},
         {"name": "Grid", "sagemaker_tuning_job": grid},
         {"name": "Warm", "sagemaker_tuning_job": warm},
@@ -339,6 +343,7 @@ def test_local_tuning_runs_real_trials(aws_env, local_dir, tmp_path) -> None:
     assert tuned["status"] == "Completed", tuned.get("msg")
     trials = tuned["trials"]
     assert len(trials) == 3 and all(t["status"] == "Completed" for t in trials)
+    assert all(t["billable_seconds"] >= 1 for t in trials)   # what the report prices the tuning job by
     assert all(0.2 <= t["hyperparameters"]["lr"] <= 0.6 for t in trials)
     for trial in trials:  # the script prints lr * epochs: the objective really came from each trial's log
         assert trial["objective_value"] == pytest.approx(min(0.99, round(trial["hyperparameters"]["lr"], 4)),
@@ -348,6 +353,9 @@ def test_local_tuning_runs_real_trials(aws_env, local_dir, tmp_path) -> None:
     assert tuned["best_training_job"]["objective_value"] == best["objective_value"]
     assert tuned["best_training_job"]["model_artifact"] == f"file://{out}/{best['name']}/output/model.tar.gz"
     assert tuned["training_job_counts"]["Completed"] == 3
+    # followed: the best trial's log saved, the one whose metric line gave the objective
+    assert tuned["followed"]["status"] == "Completed" and tuned["followed"]["log_file"] == str(best_log)
+    assert f"validation-accuracy={best['objective_value']:.4f};" in best_log.read_text()
     assert results["Random again"]["changed"] is False
 
     grid_result = results["Grid"]
@@ -424,3 +432,121 @@ def test_a_channel_object_named_to_climb_out_is_refused_and_nothing_lands_outsid
     with pytest.raises(ValueError, match="would land outside"):
         container.fetch_prefix(f"s3://{bucket}/data", str(tmp_path / "again" / "training"))
     assert not list(tmp_path.rglob("escape.txt"))
+
+
+SHOWN = re.compile(r"^(\d\d):(\d\d):(\d\d)\.(\d) (\S+) \| (.*)$", re.MULTILINE)
+
+
+def _task(run, name: str) -> dict[str, Any]:
+    return next(t["task"] for p in run.data["plays"] for t in p["tasks"] if t["task"]["name"] == name)
+
+
+def _seconds_into(task: dict[str, Any], shown: tuple[str, ...]) -> tuple[float, float]:
+    """(when the line was shown, when the task ended), in seconds after the task began (local clock)."""
+    start, end = (datetime.fromisoformat(task["duration"][k].replace("Z", "+00:00")).astimezone()
+                  for k in ("start", "end"))
+    of_day = int(shown[0]) * 3600 + int(shown[1]) * 60 + int(shown[2]) + int(shown[3]) / 10
+    began = start.hour * 3600 + start.minute * 60 + start.second + start.microsecond / 1e6
+    return (of_day - int(began * 10) / 10) % 86400, (end - start).total_seconds()
+
+
+def test_playbook_shows_progress_while_the_job_runs_saves_its_log_and_reports_its_curves(aws_env, tmp_path) -> None:
+    """playbooks/sagemaker.yml (train stage, local mode, the real trainer) then playbooks/report.yml: the status
+    transitions and log lines are shown on stderr while the task runs (each stamped before the task ended, the first
+    log line before the job's end), the whole log is saved as artifacts/<run>/sagemaker/training-job.log, the
+    metric definitions over it give training-curves.png and its series, and report.md shows them. A second run
+    shows no line again and changes nothing."""
+    run = f"sml-follow-{uuid.uuid4().hex[:6]}"
+    artifacts = tmp_path / "artifacts" / run
+    extra = {"dlfleet_fleet_name": run, "dlfleet_artifacts_dir": str(artifacts),
+             "dlfleet_run_dir": str(tmp_path / "run"), "sagemaker_synthetic_size": 128,
+             "sagemaker_hyperparameters": {"dataset": "synthetic", "synthetic-size": 128, "model": "resnet20_v1",
+                                           "epochs": 2, "batch-size": 32, "base-width": 4, "lr": 0.05,
+                                           "log-interval": 0}}
+    tags = ["sagemaker_upload", "sagemaker_train"]
+    (artifacts / "sagemaker").mkdir(parents=True)   # the play's untagged folder task does not run under --tags
+    first = run_playbook("playbooks/sagemaker.yml", extra_vars=extra, env=aws_env, tags=tags, timeout=900)
+    assert first.rc == 0, first.stdout[-4000:] + first.stderr[-3000:]
+    name = f"{run}-resnet20"
+    task = _task(first, "Run the training job")
+    shown = [m for m in SHOWN.findall(first.stderr) if m[4] == name]
+    texts = [m[5] for m in shown]
+    assert "Starting - Preparing the instances for training" in texts, first.stderr[-3000:]
+    assert texts.index("Starting - Preparing the instances for training") < texts.index("status Completed")
+    epoch_lines = [m for m in shown if re.search(r"^epoch=1; .*validation-accuracy=", m[5])]
+    assert epoch_lines, texts
+    when = {text: _seconds_into(task, m[:4]) for m in shown for text in [m[5]]}
+    ended = _seconds_into(task, shown[0][:4])[1]
+    assert all(at <= ended for at, _ in when.values()), (when, ended)
+    assert when[epoch_lines[0][5]][0] <= when["status Completed"][0]
+
+    sagemaker = artifacts / "sagemaker"
+    log = (sagemaker / "training-job.log").read_text().splitlines()
+    assert [line for line in log if line.startswith("epoch=")] == [t for t in texts if t.startswith("epoch=")]
+    assert len([line for line in log if line.startswith("epoch=")]) == 2
+    series = json.loads((sagemaker / "training-curves.json").read_text())["metrics"]
+    accuracies = [float(re.search(r"validation-accuracy=([0-9.]+);", line).group(1))
+                  for line in log if line.startswith("epoch=")]
+    assert series["validation-accuracy"] == accuracies and len(series["train-loss"]) == 2
+    assert (sagemaker / "training-curves.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    job = json.loads((sagemaker / "training_job.json").read_text())
+    assert job["final_metrics"]["validation-accuracy"] == pytest.approx(accuracies[-1])
+
+    report = run_playbook("playbooks/report.yml", extra_vars=extra, env=aws_env)
+    assert report.rc == 0, report.stdout[-3000:]
+    text = (artifacts / "report.md").read_text()
+    assert "![SageMaker training curves](sagemaker/training-curves.png)" in text
+    assert f"| validation-accuracy | 2 | {accuracies[0]:.4g} | {accuracies[-1]:.4g} |" in text
+
+    again = run_playbook("playbooks/sagemaker.yml", extra_vars=extra, env=aws_env, tags=tags, timeout=900)
+    assert again.rc == 0, again.stdout[-4000:]
+    assert again.changed == 0, [(n, h) for n, h, r in again.all_results() if r.get("changed")]
+    assert not [m for m in SHOWN.findall(again.stderr) if m[4] == name and m[5].startswith("epoch=")]
+    assert (sagemaker / "training-job.log").read_text().splitlines() == log
+
+
+def test_a_failed_scoring_still_removes_the_endpoint_and_fails_the_run(emulator, aws_env, bucket, tmp_path) -> None:
+    """playbooks/sagemaker.yml in local mode, the default: the model is trained (the real trainer, tiny), then the
+    held-out test batch on this machine is cut short (a corrupt file, as a broken download leaves it) and the run
+    deploys and scores again. Scoring fails; the endpoint, its config, its model and its serving process are gone
+    all the same, and the run ends failed with the scoring's own error."""
+    run = f"sml-fail-{uuid.uuid4().hex[:6]}"
+    run_dir = tmp_path / "run"
+    extra = {"dlfleet_run": run, "dlfleet_fleet_name": run, "dlfleet_run_dir": str(run_dir),
+             "dlfleet_artifacts_dir": str(tmp_path / "artifacts"), "sagemaker_bucket": bucket,
+             "sagemaker_synthetic_size": 256, "sagemaker_eval_batch_size": 20,
+             "sagemaker_hyperparameters": {"dataset": "synthetic", "synthetic-size": 256, "epochs": 1,
+                                           "batch-size": 32, "base-width": 4, "log-interval": 0}}
+    (tmp_path / "artifacts" / "sagemaker").mkdir(parents=True)   # made by an untagged task the tags skip
+    trained = run_playbook("playbooks/sagemaker.yml", extra_vars=extra, env=aws_env,
+                           tags=["sagemaker_upload", "sagemaker_train"], timeout=600)
+    assert trained.rc == 0, trained.stdout[-3000:] + trained.stderr[-3000:]
+    [test_batch] = (run_dir / "sagemaker" / "data").rglob("test_batch.bin")
+    test_batch.write_bytes(test_batch.read_bytes()[:RECORD * 3 + 100])   # not a whole number of images
+
+    failed = run_playbook("playbooks/sagemaker.yml", extra_vars=extra, env=aws_env, timeout=600)
+    assert failed.rc != 0, failed.stdout[-3000:]
+    deployed = failed.results("Deploy the model to the endpoint")
+    assert deployed.get("changed") is True and deployed["status"] == "InService", deployed.get("msg")
+    scored = failed.results("Score the endpoint on the held-out test images")
+    assert scored.get("failed") is True and "multiple of 3073 bytes" in scored["msg"], scored
+    removed = failed.results("Remove the endpoint, its config and its model (also after a failed deploy or scoring)")
+    assert removed.get("changed") is True and not removed.get("failed"), removed
+    assert removed["deleted"] == {"endpoint_configs": [deployed["endpoint_config_name"]],
+                                  "models": [deployed["model_name"]]}
+    # the failure is the run's: nothing after the block ran, no evaluation was written
+    assert [t for t, _, r in failed.all_results() if r.get("failed")] == [
+        "Score the endpoint on the held-out test images"]
+    assert not (tmp_path / "artifacts" / "sagemaker" / "evaluation.json").exists()
+
+    endpoint = f"{run}-cifar10"
+    local = run_dir / "sagemaker"
+    assert not (local / "endpoints" / endpoint).exists()
+    assert not [p for p in (local / "models").iterdir() if p.name.startswith(endpoint)]
+    assert not [p for p in (local / "endpoint-configs").iterdir() if p.name.startswith(endpoint)]
+    assert not [p for p in [*local.rglob("server.json"), *local.rglob("supervisor.json")] if _alive(p)]
+    with pytest.raises((urllib.error.URLError, ConnectionError)):
+        http(deployed["endpoint_url"].replace("/invocations", "/ping"))
+    sm = emulator.client("sagemaker")
+    assert not [e for e in sm.list_endpoints()["Endpoints"] if e["EndpointName"].startswith(run)]
+    assert not [m for m in sm.list_models()["Models"] if m["ModelName"].startswith(run)]
