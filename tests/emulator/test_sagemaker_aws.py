@@ -7,8 +7,12 @@ Nothing trains in the emulator: a job is InProgress for as long as the SSM param
 """
 from __future__ import annotations
 
+import contextlib
 import io
+import re
 import tarfile
+import threading
+import time
 import uuid
 from collections.abc import Iterator
 from typing import Any
@@ -306,3 +310,82 @@ def test_creates_survive_lost_answers_and_throttling_with_exactly_one_of_each(fa
     parts = endpoint_parts(emulator, endpoint)
     assert parts == {"endpoints": [endpoint], "configs": [results["Deploy"]["endpoint_config_name"]],
                      "models": [results["Deploy"]["model_name"]]}
+
+
+def test_follow_prints_the_cloudwatch_log_once_in_order_and_saves_it(emulator, aws_env, bucket, cache_dir,
+                                                                     tmp_path) -> None:
+    """The action plugin of sagemaker_training_job follows a job in AWS mode: DescribeTrainingJob for its status and
+    CloudWatch Logs (DescribeLogStreams, GetLogEvents with forward tokens) for its log. Nothing runs in the emulator,
+    so the test writes the log events SageMaker's container would write (two instances' streams, before and while
+    the job runs) and then stops the job: every event is shown once, in order, the status change too, and the log
+    file holds them all."""
+    name = f"smt-follow-{uuid.uuid4().hex[:6]}"
+    sm, logs = emulator.client("sagemaker"), emulator.client("logs")
+    group = "/aws/sagemaker/TrainingJobs"
+    with contextlib.suppress(logs.exceptions.ResourceAlreadyExistsException):
+        logs.create_log_group(logGroupName=group)
+    streams = [f"{name}/algo-{i}-1700000000" for i in (1, 2)]
+    for stream in streams:
+        logs.create_log_stream(logGroupName=group, logStreamName=stream)
+    written: list[str] = []
+
+    def put(stream: str, message: str) -> None:
+        logs.put_log_events(logGroupName=group, logStreamName=stream,
+                            logEvents=[{"timestamp": int(time.time() * 1000), "message": message}])
+        written.append(f"[{stream.split('/')[1].rsplit('-', 1)[0]}] {message}")
+
+    for stream in streams:
+        put(stream, "Invoking script with the following command:")
+
+    requests = emulator.state_dir / "requests.jsonl"
+
+    def reads() -> int:
+        """GetLogEvents calls so far (the emulator's request log): the follow's reads of the log."""
+        return requests.read_text().count('"action":"GetLogEvents"')
+
+    def wait_for(ready) -> None:
+        for _ in range(1200):   # bounded: a follow that stops reading fails the asserts below instead of hanging
+            if ready():
+                return
+            time.sleep(0.25)
+
+    def container() -> None:
+        """Once the job is InProgress and followed, write each epoch's lines into both streams, each after the
+        follow has read the log again; then stop the job."""
+        wait_for(lambda: name in job_names(emulator)
+                 and sm.describe_training_job(TrainingJobName=name)["TrainingJobStatus"] == "InProgress")
+        for epoch in range(1, 6):
+            seen = reads()
+            wait_for(lambda seen=seen: reads() > seen)
+            for stream in streams:
+                put(stream, f"epoch={epoch}; validation-accuracy={epoch / 10:.4f};")
+        seen = reads()
+        wait_for(lambda: reads() > seen)
+        sm.stop_training_job(TrainingJobName=name)
+
+    log_file = tmp_path / "training-job.log"
+    task = {"name": "Follow", "sagemaker_training_job": {**training_args(bucket, name, cache_dir), "follow": True,
+                                                         "follow_interval": 1, "log_file": str(log_file)}}
+    book = tmp_path / "follow.yml"
+    book.write_text(yaml.safe_dump([{"name": "Follow a job", "hosts": "localhost", "gather_facts": False,
+                                     "tasks": [task]}]))
+    ssm = emulator.client("ssm")
+    ssm.put_parameter(Name=SECONDS_PARAMETER, Value="600", Type="String", Overwrite=True)
+    writer = threading.Thread(target=container, daemon=True)
+    writer.start()
+    try:
+        run = run_playbook(book, env=aws_env)
+    finally:
+        ssm.delete_parameter(Name=SECONDS_PARAMETER)
+        writer.join(timeout=60)
+    result = run.results("Follow")
+    assert result["status"] == "Stopped", (result.get("msg"), run.stderr[-3000:])
+    shown = re.findall(rf"^\d\d:\d\d:\d\d\.\d {re.escape(name)} \| (.*)$", run.stderr, re.MULTILINE)
+    log_lines = [s for s in shown if s.startswith("[algo-")]
+    for host in ("algo-1", "algo-2"):   # each stream in its order, each event once
+        assert [s for s in log_lines if s.startswith(f"[{host}]")] == [w for w in written if w.startswith(f"[{host}]")]
+    assert len(log_lines) == len(written) == 12
+    assert "status Stopped" in shown and shown.index("status Stopped") > shown.index(log_lines[-1])
+    saved = log_file.read_text().splitlines()
+    assert sorted(saved) == sorted(written) and len(saved) == len(written)
+    assert result["followed"]["lines"] == 12 and result["followed"]["rounds"] >= 3   # epochs came between reads
