@@ -1,4 +1,5 @@
-"""inventory/aws: the amazon.aws.aws_ec2 plugin finds the fleet by its dlfleet tags (against the emulator)."""
+"""inventory/aws: the amazon.aws.aws_ec2 plugin finds the fleet by its dlfleet tags (against the emulator). Other
+fleets and regions: test_fleet_scope.py."""
 from __future__ import annotations
 
 import json
@@ -35,7 +36,8 @@ def _launch(emulator, count: int) -> list[str]:
 def test_aws_inventory_lists_the_tagged_fleet_with_its_groups_and_vars(emulator):
     emulator.reset()
     ids = _launch(emulator, 2)
-    proc = subprocess.run([str(ROOT / ".venv/bin/ansible-inventory"), "-i", "inventory/aws", "--list"],
+    proc = subprocess.run([str(ROOT / ".venv/bin/ansible-inventory"), "-i", "inventory/aws", "--list",
+                           "-e", f"dlfleet_fleet_name={FLEET}"],
                           cwd=ROOT, env=ansible_env(emulator.env), capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr
     inv = json.loads(proc.stdout)

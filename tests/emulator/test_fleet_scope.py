@@ -1,0 +1,165 @@
+"""One fleet, one region: inventory/aws lists the instances of dlfleet_fleet_name in dlfleet_region only (from the
+default in group_vars/all/aws.yml or from -e), a wildcard fleet name matches nothing, and a play on gpu_fleet
+whose group also holds another fleet's or region's host stops before any task runs (playbooks/tasks/fleet_scope.yml).
+Two fleets in two regions on the emulator; the hosts are never reached (the check stops the plays first)."""
+from __future__ import annotations
+
+import json
+import shlex
+import subprocess
+from pathlib import Path
+
+import pytest
+import yaml
+from helpers import ROOT, ansible_env, run_playbook
+
+DEFAULT_FLEET = "dlfleet-local"   # inventory/aws/group_vars/all/fleet.yml
+DEFAULT_REGION = "us-east-1"      # inventory/aws/group_vars/all/aws.yml
+LAUNCH = {("us-east-1", "fa"): 2, ("us-east-1", "fb"): 1, ("us-east-1", DEFAULT_FLEET): 1,
+          ("eu-west-1", "fa"): 1, ("eu-west-1", "fb"): 1}
+SCOPE_TASKS = {"Check the fleet and region names the fleet's hosts are held to",
+               "Look up the fleet's instances, for hosts that carry no EC2 record",
+               "Stop when the fleet's group holds a host of another fleet or region"}
+
+
+def _plain(value):
+    """ansible-inventory marks values that came from AWS as unsafe: {"__ansible_unsafe": "..."}."""
+    if isinstance(value, dict):
+        if set(value) == {"__ansible_unsafe"}:
+            return value["__ansible_unsafe"]
+        return {k: _plain(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_plain(v) for v in value]
+    return value
+
+
+@pytest.fixture(scope="module")
+def fleets(emulator) -> dict[tuple[str, str], list[dict]]:
+    """Tagged instances of fleets fa, fb and the default fleet in us-east-1 and eu-west-1, and one untagged; each
+    (region, fleet) with its instances as EC2 describes them."""
+    emulator.reset()
+    out: dict[tuple[str, str], list[dict]] = {}
+    for (region, fleet), count in LAUNCH.items():
+        ec2 = emulator.client("ec2", region)
+        image = ec2.describe_images(Owners=["amazon"])["Images"][0]["ImageId"]
+        tags = [{"Key": "dlfleet:fleet", "Value": fleet}, {"Key": "dlfleet:owner", "Value": "test"},
+                {"Key": "dlfleet:ttl", "Value": "1h"}]
+        run = ec2.run_instances(ImageId=image, InstanceType="g5.xlarge", MinCount=count, MaxCount=count,
+                                TagSpecifications=[{"ResourceType": "instance", "Tags": tags}])
+        ids = [i["InstanceId"] for i in run["Instances"]]
+        out[(region, fleet)] = ec2.describe_instances(InstanceIds=ids)["Reservations"][0]["Instances"]
+    emulator.client("ec2").run_instances(ImageId=image, InstanceType="g5.xlarge", MinCount=1, MaxCount=1)
+    yield out
+    emulator.reset()
+
+
+def _extra(pairs: dict[str, str]) -> list[str]:
+    return [arg for key, value in pairs.items() for arg in ("-e", f"{key}={value}")]
+
+
+def _inventory(emulator, pairs: dict[str, str]) -> tuple[subprocess.CompletedProcess, dict]:
+    proc = subprocess.run([str(ROOT / ".venv/bin/ansible-inventory"), "-i", "inventory/aws", "--list", *_extra(pairs)],
+                          cwd=ROOT, env=ansible_env(emulator.env), capture_output=True, text=True, timeout=300)
+    return proc, (json.loads(proc.stdout) if proc.returncode == 0 else {})
+
+
+def _list_hosts(emulator, playbook: str, pairs: dict[str, str]) -> list[list[str]]:
+    """The hosts of each play, as --list-hosts shows them."""
+    proc = subprocess.run([str(ROOT / ".venv/bin/ansible-playbook"), "-i", "inventory/aws", playbook, "--list-hosts",
+                           *_extra(pairs)], cwd=ROOT, env=ansible_env({**emulator.env, "ANSIBLE_STDOUT_CALLBACK":
+                                                                         "default"}),
+                          capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr
+    plays: list[list[str]] = []
+    listing = False
+    for line in proc.stdout.splitlines():
+        if line.strip().startswith("hosts ("):
+            listing = True
+            plays.append([])
+        elif listing and line.strip():
+            plays[-1].append(line.strip())
+        else:
+            listing = False
+    return [sorted(hosts) for hosts in plays]
+
+
+@pytest.mark.parametrize(("pairs", "region", "fleet"), [
+    ({}, DEFAULT_REGION, DEFAULT_FLEET),                                   # both defaults
+    ({"dlfleet_fleet_name": "fa"}, DEFAULT_REGION, "fa"),                  # the default region
+    ({"dlfleet_fleet_name": "fb"}, DEFAULT_REGION, "fb"),
+    ({"dlfleet_fleet_name": "fa", "dlfleet_region": "eu-west-1"}, "eu-west-1", "fa"),
+    ({"dlfleet_fleet_name": "fb", "dlfleet_region": "eu-west-1"}, "eu-west-1", "fb"),
+])
+def test_the_aws_inventory_and_the_plays_hold_one_fleet_in_one_region(emulator, fleets, pairs, region, fleet):
+    proc, inv = _inventory(emulator, pairs)
+    assert proc.returncode == 0, proc.stderr
+    hostvars = _plain(inv["_meta"]["hostvars"])
+    group = inv.get("gpu_fleet", {}).get("hosts", [])
+    assert sorted(hostvars[h]["instance_id"] for h in group) == sorted(i["InstanceId"] for i in fleets[(region, fleet)])
+    assert sorted(hostvars) == sorted(group)   # nothing of another fleet, region or untagged is listed at all
+    assert {(hostvars[h]["placement"]["region"], hostvars[h]["tags"]["dlfleet:fleet"]) for h in group} == {
+        (region, fleet)}
+    # The plays target the hosts the inventory lists, from the same -e or default (one play of each is enough).
+    plays = {("fa", DEFAULT_REGION): ("playbooks/configure.yml", 2), ("fb", "eu-west-1"): ("playbooks/train.yml", 1)}
+    if (fleet, region) in plays:
+        playbook, count = plays[(fleet, region)]
+        assert _list_hosts(emulator, playbook, pairs) == [sorted(group)] * count, playbook
+
+
+def test_a_wildcard_or_a_bad_region_matches_nothing_and_says_why(emulator, fleets):
+    for pairs, fragment in (({"dlfleet_fleet_name": "f*"}, "fleet name 'f*' is not allowed"),
+                            ({"dlfleet_fleet_name": "fa", "dlfleet_region": "eu-*"}, "not an AWS region name")):
+        proc, inv = _inventory(emulator, pairs)
+        assert fragment in proc.stderr and "No EC2 instance was looked up" in proc.stderr, proc.stderr
+        assert inv.get("gpu_fleet", {}).get("hosts", []) == [] and not inv.get("_meta", {}).get("hostvars"), inv
+    assert _list_hosts(emulator, "playbooks/train.yml", {"dlfleet_fleet_name": "f?",
+                                                         "dlfleet_region": "eu-west-1"}) == [[]]
+
+
+@pytest.mark.parametrize("playbook", ["playbooks/configure.yml", "playbooks/train.yml"])
+def test_a_mixed_group_stops_the_play_before_any_task(emulator, fleets, tmp_path: Path, playbook: str):
+    """A second inventory source adds to gpu_fleet: an instance of fleet fb (its aws_ec2 facts), one of fa in
+    eu-west-1 (provision's dlfleet_instance record), a hand-written address that is no fa instance, and one that is
+    (kept). The fa hosts of us-east-1 that inventory/aws lists are unreachable: no task may try them."""
+    fa = fleets[("us-east-1", "fa")]
+    fb, fa_eu = fleets[("us-east-1", "fb")][0], fleets[("eu-west-1", "fa")][0]
+    extra = {"all": {"children": {"gpu_fleet": {"hosts": {
+        "stray-fb": {"instance_id": fb["InstanceId"], "placement": {"region": "us-east-1"},
+                     "tags": {"dlfleet:fleet": "fb"}},
+        "fa-in-eu": {"dlfleet_instance": {"instance_id": fa_eu["InstanceId"], "tags": {"dlfleet:fleet": "fa"},
+                                          "availability_zone": fa_eu["Placement"]["AvailabilityZone"]}},
+        "hand-written": {"ansible_host": "10.9.9.9"},
+        "fa-by-address": {"ansible_host": fa[0]["PublicIpAddress"]},
+    }}}}}
+    source = tmp_path / "extra.yml"
+    source.write_text(yaml.safe_dump(extra))
+    run = run_playbook(playbook, env=ansible_env(emulator.env), extra_vars={"dlfleet_fleet_name": "fa"},
+                       args=["-i", "inventory/aws", "-i", str(source)], timeout=300)
+    assert run.rc != 0, run.stdout[-3000:]
+    ran = run.all_results()
+    assert ran and {task for task, _, _ in ran} <= SCOPE_TASKS, ran
+    stop = [res for task, _, res in ran if task.startswith("Stop when")]
+    assert len(stop) == 1 and stop[0].get("failed"), ran
+    msg = stop[0]["msg"]
+    assert "holds 3 host(s) that are not of fleet fa in us-east-1" in msg, msg
+    assert f"stray-fb (instance {fb['InstanceId']} of fleet fb in us-east-1" in msg, msg
+    assert f"fa-in-eu (instance {fa_eu['InstanceId']} of fleet fa in eu-west-1" in msg, msg
+    assert "hand-written (address 10.9.9.9 is no instance" in msg, msg
+    assert "fa-by-address" not in msg and not any(i["PublicDnsName"] in msg for i in fa), msg
+    # the second play of configure.yml never starts: the hosts failed in the first
+    assert len(run.data["plays"]) == 1, [p["play"]["name"] for p in run.data["plays"]]
+
+
+def test_host_keys_are_accepted_once_and_kept_per_region_and_fleet(emulator, fleets):
+    """The SSH options each host of gpu_fleet gets, as Ansible templates them (debug connects to nothing)."""
+    proc = subprocess.run([str(ROOT / ".venv/bin/ansible"), "-i", "inventory/aws", "gpu_fleet", "-m",
+                           "ansible.builtin.debug", "-a", "var=ansible_ssh_common_args",
+                           *_extra({"dlfleet_fleet_name": "fb", "dlfleet_region": "eu-west-1"})],
+                          cwd=ROOT, env=ansible_env({**emulator.env, "ANSIBLE_STDOUT_CALLBACK": "json"}),
+                          capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    hosts = json.loads(proc.stdout[proc.stdout.find("{"):])["plays"][0]["tasks"][0]["hosts"]
+    assert len(hosts) == 1
+    args = shlex.split(next(iter(hosts.values()))["ansible_ssh_common_args"])
+    known = ROOT / ".run/keys/eu-west-1/fb.known_hosts"
+    assert args == ["-o", "StrictHostKeyChecking=accept-new", "-o", f'UserKnownHostsFile="{known}"'], args

@@ -1,0 +1,86 @@
+"""The rules behind one fleet in one region (playbooks/filter_plugins/dlfleet_scope.py): what the AWS inventory
+queries (-e over the vars file's default, names checked first) and how a play sorts its hosts by the fleet and
+region their hostvars carry. The inventory and the plays themselves: tests/emulator/test_fleet_scope.py."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from ansible.errors import AnsibleFilterError
+
+from playbooks.filter_plugins import dlfleet_scope
+from playbooks.filter_plugins.dlfleet_scope import fleet_addresses, fleet_scope, inventory_setting
+
+
+@pytest.fixture
+def defaults(tmp_path: Path) -> Path:
+    path = tmp_path / "aws.yml"
+    path.write_text("dlfleet_region: us-east-1\ndlfleet_fleet_name: cifar-a\n")
+    return path
+
+
+def test_the_inventory_takes_the_extra_var_over_the_one_default(monkeypatch, defaults: Path) -> None:
+    monkeypatch.setattr(dlfleet_scope, "_extra_vars", lambda: {})
+    assert inventory_setting("dlfleet_region", str(defaults)) == "us-east-1"
+    assert inventory_setting("dlfleet_fleet_name", str(defaults)) == "cifar-a"
+    monkeypatch.setattr(dlfleet_scope, "_extra_vars", lambda: {"dlfleet_region": "eu-west-1"})
+    assert inventory_setting("dlfleet_region", str(defaults)) == "eu-west-1"
+    assert inventory_setting("dlfleet_fleet_name", str(defaults)) == "cifar-a"
+
+
+def test_the_project_default_file_is_read_relative_to_the_project(monkeypatch) -> None:
+    monkeypatch.setattr(dlfleet_scope, "_extra_vars", lambda: {})
+    assert inventory_setting("dlfleet_region", "inventory/aws/group_vars/all/aws.yml") == "us-east-1"
+
+
+@pytest.mark.parametrize(("extra", "name", "fragment"), [
+    ({"dlfleet_fleet_name": "*"}, "dlfleet_fleet_name", "fleet name '*' is not allowed"),
+    ({"dlfleet_fleet_name": "cifar-?"}, "dlfleet_fleet_name", "(from -e)"),
+    ({"dlfleet_region": "us-*"}, "dlfleet_region", "is not an AWS region name"),
+    ({}, "dlfleet_run", "dlfleet_run is not set in"),
+])
+def test_a_name_that_could_match_other_fleets_never_reaches_the_query(monkeypatch, defaults: Path, extra, name,
+                                                                       fragment) -> None:
+    monkeypatch.setattr(dlfleet_scope, "_extra_vars", lambda: extra)
+    with pytest.raises(AnsibleFilterError) as err:
+        inventory_setting(name, str(defaults))
+    assert fragment in str(err.value)
+
+
+def test_a_wildcard_default_is_refused_naming_its_file(monkeypatch, tmp_path: Path) -> None:
+    path = tmp_path / "fleet.yml"
+    path.write_text("dlfleet_fleet_name: 'team-*'\n")
+    monkeypatch.setattr(dlfleet_scope, "_extra_vars", lambda: {})
+    with pytest.raises(AnsibleFilterError, match=f"from {path}"):
+        inventory_setting("dlfleet_fleet_name", str(path))
+
+
+def _record(fleet: str, zone: str) -> dict:
+    return {"instance_id": f"i-{fleet}-{zone}", "availability_zone": zone, "tags": {"dlfleet:fleet": fleet}}
+
+
+def test_hosts_are_sorted_by_the_fleet_and_region_they_carry() -> None:
+    hostvars = {
+        "a": {"dlfleet_instance": _record("fa", "us-east-1a")},                       # provision's add_host
+        "b": {"instance_id": "i-b", "placement": {"region": "us-east-1"}, "tags": {"dlfleet:fleet": "fa"}},
+        "c": {"instance_id": "i-c", "placement": {"region": "us-east-1"}, "tags": {"dlfleet:fleet": "fb"}},
+        "d": {"dlfleet_instance": _record("fa", "eu-west-1b")},
+        "e": {"instance_id": "i-e", "placement": {"availability_zone": "us-west-2-lax-1a"}, "tags": {}},
+        "f": {"ansible_host": "10.1.2.3"},                                              # no EC2 record
+        "localhost": {"ansible_connection": "local"},
+        "g": {"dlfleet_instance": _record("fa", "us-gov-west-1a")},
+    }
+    scope = fleet_scope(hostvars, list(hostvars), "fa", "us-east-1")
+    assert [h["host"] for h in scope["members"]] == ["a", "b"]
+    foreign = {h["host"]: (h["fleet"], h["region"], h["source"]) for h in scope["foreign"]}
+    assert foreign == {"c": ("fb", "us-east-1", "aws_ec2 hostvars"),
+                       "d": ("fa", "eu-west-1", "dlfleet_instance record"),
+                       "e": ("", "us-west-2", "aws_ec2 hostvars"),
+                       "g": ("fa", "us-gov-west-1", "dlfleet_instance record")}
+    assert scope["unknown"] == [{"host": "f", "address": "10.1.2.3"}, {"host": "localhost", "address": "localhost"}]
+
+
+def test_an_instance_is_known_by_its_id_addresses_and_names() -> None:
+    found = [{"instance_id": "i-1", "public_ip_address": "3.3.3.3", "private_ip_address": "10.0.0.1",
+              "public_dns_name": "ec2-3-3-3-3.compute-1.amazonaws.com", "private_dns_name": ""}]
+    assert fleet_addresses(found) == ["10.0.0.1", "3.3.3.3", "ec2-3-3-3-3.compute-1.amazonaws.com", "i-1"]
