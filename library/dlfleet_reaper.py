@@ -13,7 +13,8 @@ description:
     their C(dlfleet:ttl) tag (C(30m), C(8h), C(2d)). With O(expired_only=false) and O(fleet) (teardown) it
     removes everything of that fleet.
   - Security groups carry no creation time; one goes once no live instance and no unexpired key pair of its
-    fleet stays. Training jobs cannot be deleted; in-progress ones are stopped.
+    fleet stays. Training and tuning jobs cannot be deleted; InProgress ones are stopped, and a Stopping one
+    (it still bills) is waited for like them.
   - Deletes in dependency order, endpoints before their configs and models, instances (waiting for
     termination) before their volumes and security groups.
   - In check mode it lists what would go and changes nothing.
@@ -41,11 +42,14 @@ options:
     description: Judge ages as of this ISO 8601 time instead of the current time (what would go at that time).
     type: str
   wait:
-    description: Wait for terminated instances to be gone before deleting their volumes and groups.
+    description:
+      - Wait for terminated instances to be gone before deleting their volumes and groups.
+      - Wait until stopped SageMaker jobs have ended (Stopped, Completed or Failed) and deleted endpoints are gone,
+        so that RV(remaining) lists what still bills.
     type: bool
     default: true
   wait_timeout:
-    description: Seconds to wait for instance termination.
+    description: Seconds to wait for instance termination, and for each job or endpoint to end.
     type: int
     default: 600
 extends_documentation_fragment:
@@ -87,6 +91,7 @@ removed:
     ttl: {description: Its dlfleet:ttl tag, type: str, sample: 8h}
     expired: {description: Whether it outlived its ttl, type: bool}
     state: {description: Its state when found, type: str}
+    region: {description: The region it is in (the module's O(region)), type: str, sample: us-east-1}
 ttl_unreadable:
   description:
     - Resources kept because their C(dlfleet:ttl) is missing or not a duration (C(8 hours), C(-1h)); the reaper
@@ -97,7 +102,8 @@ ttl_unreadable:
 remaining:
   description:
     - dlfleet-tagged resources (of O(fleet) when given) still there afterwards.
-    - Finished training and tuning jobs are not listed; SageMaker keeps them and has no call to delete them.
+    - Finished training and tuning jobs (Completed, Failed, Stopped) are not listed; SageMaker keeps them and has
+      no call to delete them. An InProgress or Stopping job is listed, as it still bills.
   returned: always
   type: list
   elements: dict
@@ -170,8 +176,9 @@ def main():
                     f"reaped by age: " + ", ".join(f"{r.type} {r.id} (fleet {r.fleet or '?'}, ttl {r.ttl!r})"
                                                    for r in unreadable[:20])
                     + "; tag them with a duration such as 8h, or tear their fleet down")
-    module.exit_json(changed=bool(chosen), removed=as_dicts(chosen), remaining=as_dicts(remaining),
-                     ttl_unreadable=as_dicts(unreadable))
+    region = module.region
+    module.exit_json(changed=bool(chosen), removed=as_dicts(chosen, region), remaining=as_dicts(remaining, region),
+                     ttl_unreadable=as_dicts(unreadable, region))
 
 
 if __name__ == "__main__":

@@ -20,9 +20,10 @@ EC2_TYPES = ("instances", "volumes", "key_pairs", "security_groups")
 SAGEMAKER_TYPES = ("sagemaker_tuning_jobs", "sagemaker_training_jobs", "sagemaker_endpoints",
                    "sagemaker_endpoint_configs", "sagemaker_models")
 # Jobs bill while they run; a finished one (Completed, Failed, Stopped) is a record with no delete and no cost.
-# Stopping is what teardown asked for: it counts as handled.
+# A Stopping one still bills until SageMaker has stopped it: it is waited for, and left behind until then.
 JOB_TYPES = ("sagemaker_tuning_jobs", "sagemaker_training_jobs")
-JOB_DONE = ("Completed", "Failed", "Stopped", "Stopping")
+JOB_DONE = ("Completed", "Failed", "Stopped")
+JOB_RUNNING = ("InProgress", "Stopping")
 ALL_TYPES = EC2_TYPES + SAGEMAKER_TYPES
 LIVE_INSTANCE_STATES = ["pending", "running", "stopping", "stopped"]
 NOT_FOUND = {
@@ -146,8 +147,9 @@ def select(resources: list[Resource], expired_only: bool) -> list[Resource]:
     """What goes. A security group carries no creation time: it goes with its fleet, once no live
     instance of that fleet stays and no unexpired key pair of that fleet stays."""
     chosen = [r for r in resources if r.type != "security_groups" and (r.expired or not expired_only)]
-    # only a running job is stopped (a finished one has nothing to stop), by age or with its fleet
-    chosen = [r for r in chosen if r.type not in JOB_TYPES or r.state == "InProgress"]
+    # only a running job is stopped (a finished one has nothing to stop), by age or with its fleet; a Stopping
+    # one is chosen too, to be waited for
+    chosen = [r for r in chosen if r.type not in JOB_TYPES or r.state in JOB_RUNNING]
     going = {(r.type, r.id) for r in chosen}
     staying_fleets = {
         r.fleet for r in resources
@@ -159,8 +161,8 @@ def select(resources: list[Resource], expired_only: bool) -> list[Resource]:
 
 def lingering(resources: list[Resource]) -> list[Resource]:
     """Of `resources`, those still to be removed: a finished training or tuning job (Completed, Failed, Stopped)
-    is a record SageMaker keeps, with no delete and no cost, so it never counts as left behind; a Stopping one
-    was stopped."""
+    is a record SageMaker keeps, with no delete and no cost, so it never counts as left behind; an InProgress or
+    Stopping one bills, and does."""
     return [r for r in resources if not (r.type in JOB_TYPES and r.state in JOB_DONE)]
 
 
@@ -186,21 +188,58 @@ def _detached(ec2, volume_ids: list[str]) -> list[str]:
     return [v["VolumeId"] for v in volumes if v["State"] == "available"]
 
 
+# SageMaker has no waiter for a stopped tuning job, and its training-job waiter fails on Failed: one of our own
+# for each, done when the job is Completed, Failed or Stopped.
+_JOB_WAITERS = {
+    "sagemaker_tuning_jobs": ("DescribeHyperParameterTuningJob", "HyperParameterTuningJobName",
+                              "HyperParameterTuningJobStatus"),
+    "sagemaker_training_jobs": ("DescribeTrainingJob", "TrainingJobName", "TrainingJobStatus"),
+}
+
+
+def _job_waiter(sm, rtype: str, delay: int, attempts: int):
+    from botocore.waiter import WaiterModel, create_waiter_with_client
+
+    operation, _, status_key = _JOB_WAITERS[rtype]
+    model = WaiterModel({"version": 2, "waiters": {"JobEnded": {
+        "operation": operation, "delay": delay, "maxAttempts": attempts,
+        "acceptors": [{"matcher": "path", "argument": status_key, "expected": status, "state": "success"}
+                      for status in JOB_DONE]}}})
+    return create_waiter_with_client("JobEnded", model, sm)
+
+
+def _wait_sagemaker(sm, by_type: dict[str, list[Resource]], wait_timeout: int) -> None:
+    """Until every stopped job has ended and every deleted endpoint is gone: until then they bill."""
+    delay = 5
+    attempts = max(1, wait_timeout // delay)
+    for rtype, (_, name_key, _) in _JOB_WAITERS.items():
+        for res in by_type[rtype]:
+            _job_waiter(sm, rtype, delay, attempts).wait(**{name_key: res.id})
+    for res in by_type["sagemaker_endpoints"]:
+        sm.get_waiter("endpoint_deleted").wait(EndpointName=res.id,
+                                               WaiterConfig={"Delay": delay, "MaxAttempts": attempts})
+
+
 def remove(ec2, sm, chosen: list[Resource], wait: bool, wait_timeout: int) -> None:
-    """Delete in dependency order: jobs and endpoints first, instances before their volumes and groups."""
+    """Delete in dependency order: jobs and endpoints first, instances before their volumes and groups. With
+    `wait`, wait until stopped jobs have ended, deleted endpoints are gone and instances are terminated."""
     by_type: dict[str, list[Resource]] = {t: [] for t in ALL_TYPES}
     for res in chosen:
         by_type[res.type].append(res)
     for res in by_type["sagemaker_tuning_jobs"]:   # first: a tuning job starts training jobs while it runs
-        _ignore_missing(sm.stop_hyper_parameter_tuning_job, HyperParameterTuningJobName=res.id)
+        if res.state == "InProgress":
+            _ignore_missing(sm.stop_hyper_parameter_tuning_job, HyperParameterTuningJobName=res.id)
     for res in by_type["sagemaker_training_jobs"]:
-        _ignore_missing(sm.stop_training_job, TrainingJobName=res.id)
+        if res.state == "InProgress":
+            _ignore_missing(sm.stop_training_job, TrainingJobName=res.id)
     for res in by_type["sagemaker_endpoints"]:
         _ignore_missing(sm.delete_endpoint, EndpointName=res.id)
     for res in by_type["sagemaker_endpoint_configs"]:
         _ignore_missing(sm.delete_endpoint_config, EndpointConfigName=res.id)
     for res in by_type["sagemaker_models"]:
         _ignore_missing(sm.delete_model, ModelName=res.id)
+    if wait and sm is not None:
+        _wait_sagemaker(sm, by_type, wait_timeout)
     instance_ids = [r.id for r in by_type["instances"]]
     if instance_ids:
         aws_retry(ec2.terminate_instances)(InstanceIds=instance_ids)
@@ -216,5 +255,5 @@ def remove(ec2, sm, chosen: list[Resource], wait: bool, wait_timeout: int) -> No
         _ignore_missing(ec2.delete_security_group, GroupId=res.id)
 
 
-def as_dicts(resources: list[Resource]) -> list[dict[str, Any]]:
-    return [asdict(r) for r in resources]
+def as_dicts(resources: list[Resource], region: str | None = None) -> list[dict[str, Any]]:
+    return [{**asdict(r), "region": region or ""} for r in resources]

@@ -1,6 +1,7 @@
 # EC2 vCPU quota preflight for ec2_gpu_quota_info: which Service Quotas quota each planned instance type counts
 # against, its value (the account's, else the AWS default), current usage from running and pending instances,
-# and what the planned fleet needs. One thin function per AWS call.
+# and what the planned fleet needs. SageMaker instance quota preflight for sagemaker_quota_info: the quota named
+# "<ml type> for <usage> usage", its value, and the instances the run needs. One thin function per AWS call.
 from __future__ import annotations
 
 import re
@@ -206,20 +207,20 @@ def active_instances(ec2) -> list[dict[str, Any]]:
     return [i for page in pages for r in page.get("Reservations", []) for i in r.get("Instances", [])]
 
 
-def read_quota(sq, code: str) -> tuple[float, str, str]:
+def read_quota(sq, code: str, service_code: str = SERVICE_CODE) -> tuple[float, str, str]:
     """(value, 'account' or 'aws-default', name): the account's applied value, else AWS's default."""
     try:
-        quota = sq.get_service_quota(ServiceCode=SERVICE_CODE, QuotaCode=code, aws_retry=True)["Quota"]
+        quota = sq.get_service_quota(ServiceCode=service_code, QuotaCode=code, aws_retry=True)["Quota"]
         return float(quota["Value"]), "account", quota.get("QuotaName", "")
     except Exception as err:
         if error_code(err) != "NoSuchResourceException":
             raise
     try:
-        quota = sq.get_aws_default_service_quota(ServiceCode=SERVICE_CODE, QuotaCode=code, aws_retry=True)["Quota"]
+        quota = sq.get_aws_default_service_quota(ServiceCode=service_code, QuotaCode=code, aws_retry=True)["Quota"]
     except Exception as err:
         if error_code(err) == "NoSuchResourceException":
-            raise QuotaError(f"Service Quotas has neither an account value nor an AWS default for ec2 quota {code} "
-                             f"in this region; check the region") from err
+            raise QuotaError(f"Service Quotas has neither an account value nor an AWS default for {service_code} "
+                             f"quota {code} in this region; check the region") from err
         raise
     return float(quota["Value"]), "aws-default", quota.get("QuotaName", "")
 
@@ -283,3 +284,96 @@ def check_alternatives(ec2, sq, entry: dict[str, Any], fallback_types: list[str]
     shortfalls = [] if fitting else [f"{t}: {'; '.join(by_type[t]['shortfalls'])}" for t in types]
     return {**first, "fits": bool(fitting), "shortfalls": shortfalls, "fitting_type": fitting[0] if fitting else "",
             "fitting_types": fitting, "by_type": by_type}
+
+
+# --- SageMaker instance quotas -----------------------------------------------------------------------------
+
+SAGEMAKER_SERVICE_CODE = "sagemaker"
+# usage option -> the words of the quota name: "ml.p3.2xlarge for training job usage"
+SAGEMAKER_USAGES = {
+    "training_job": "training job",
+    "spot_training_job": "spot training job",
+    "endpoint": "endpoint",
+    "processing_job": "processing job",
+    "transform_job": "transform job",
+}
+SAGEMAKER_LOCAL_TYPES = ("local", "local_gpu")
+
+
+def sagemaker_quota_name(instance_type: str, usage: str) -> str:
+    return f"{instance_type} for {SAGEMAKER_USAGES[usage]} usage"
+
+
+@dataclass
+class SageMakerNeed:
+    """One SageMaker quota: what it allows and the instances the run needs of it, and who asks for them."""
+
+    name: str
+    code: str = ""
+    limit: float | None = None
+    limit_source: str = ""
+    needed: int = 0
+    sources: list[str] = field(default_factory=list)
+
+    @property
+    def fits(self) -> bool:
+        return (self.limit or 0) >= self.needed
+
+    def shortfall_message(self, region: str) -> str:
+        return (f"{' and '.join(self.sources)}: the run needs {self.needed} instance(s) under SageMaker quota "
+                f"{self.code} ({self.name!r}) in {region}, which allows {self.limit:g}; request an increase to at "
+                f"least {self.needed} (aws service-quotas request-service-quota-increase --service-code sagemaker "
+                f"--quota-code {self.code} --desired-value {self.needed} --region {region}), or pick an instance "
+                f"type whose quota holds the run")
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"quota_name": self.name, "quota_code": self.code, "limit": self.limit,
+                "limit_source": self.limit_source, "needed": self.needed, "fits": self.fits,
+                "headroom": (self.limit or 0) - self.needed, "sources": list(self.sources)}
+
+
+def plan_sagemaker(needs: list[dict[str, Any]]) -> tuple[dict[str, SageMakerNeed], list[dict[str, Any]]]:
+    """Needs by quota name (counts of one quota add up), and the entries skipped (local mode needs no quota)."""
+    plans: dict[str, SageMakerNeed] = {}
+    skipped = []
+    for index, item in enumerate(needs):
+        instance_type = item.get("instance_type") or ""
+        count = item.get("count")
+        source = item.get("source") or f"needs[{index}] ({instance_type} x {count})"
+        if instance_type in SAGEMAKER_LOCAL_TYPES:
+            skipped.append({"instance_type": instance_type, "source": source})
+            continue
+        if count is None or count < 0:
+            raise QuotaError(f"{source}: count is {count!r}; give 0 or more instances")
+        name = sagemaker_quota_name(instance_type, item.get("usage") or "training_job")
+        plan = plans.setdefault(name, SageMakerNeed(name=name))
+        plan.needed += int(count)
+        plan.sources.append(source)
+    return plans, skipped
+
+
+def list_default_quotas(sq, service_code: str) -> dict[str, dict[str, Any]]:
+    """The service's quotas with their AWS defaults, by exact name: one paginated ListAWSDefaultServiceQuotas."""
+    paginator = sq.get_paginator("list_aws_default_service_quotas")
+    pages = aws_retry(lambda: list(paginator.paginate(ServiceCode=service_code)))()
+    return {q["QuotaName"]: q for page in pages for q in page.get("Quotas", [])}
+
+
+def check_sagemaker(sq, needs: list[dict[str, Any]], region: str) -> dict[str, Any]:
+    """sagemaker_quota_info's result (without failing on a shortfall). A quota is found by its exact name: the
+    instance type is text, never a pattern ("ml.m5.*" or "ml.m5" matches no quota)."""
+    plans, skipped = plan_sagemaker(needs)
+    known = list_default_quotas(sq, SAGEMAKER_SERVICE_CODE) if plans else {}
+    unknown = [p for p in plans.values() if p.name not in known]
+    if unknown:
+        raise QuotaError("no SageMaker quota is named " + "; ".join(
+            f"{p.name!r} in {region} (asked by {' and '.join(p.sources)})" for p in unknown)
+            + "; give an ml.* instance type SageMaker offers for that use, such as ml.m5.xlarge, or a region that "
+              "offers it", unknown=[p.name for p in unknown])
+    for plan in plans.values():
+        plan.code = known[plan.name]["QuotaCode"]
+        plan.limit, plan.limit_source, _ = read_quota(sq, plan.code, SAGEMAKER_SERVICE_CODE)
+    ordered = [plans[n] for n in sorted(plans)]
+    shortfalls = [p.shortfall_message(region) for p in ordered if not p.fits]
+    return {"quotas": [p.as_dict() for p in ordered], "fits": not shortfalls, "shortfalls": shortfalls,
+            "skipped": skipped}

@@ -7,8 +7,9 @@
   AZ that does not offer the type fails with Unsupported, as on EC2.
 - The public SSM parameters /aws/service/deeplearning/ami/<arch>/<ami-type>/latest/ami-id (moto refuses
   put_parameter for /aws/... names).
-- EC2 vCPU quotas for the Service Quotas API (moto 5.2.5 knows only a few VPC defaults and has no
-  ListServiceQuotas or GetAWSDefaultServiceQuota).
+- EC2 vCPU quotas and SageMaker instance quotas ("ml.p3.2xlarge for training job usage") for the Service
+  Quotas API (moto 5.2.5 knows only a few VPC defaults and has no ListServiceQuotas or
+  GetAWSDefaultServiceQuota).
 
 Everything is data under data/; `install()` must run after MOTO_AMIS_PATH is set and before the
 server takes requests. Backends are seeded as moto creates them (per account and region), so a reset
@@ -252,8 +253,9 @@ def _install_service_quotas() -> None:
     from moto.core.exceptions import JsonRESTError
     from moto.servicequotas import models, responses
 
-    spec = load("quotas.json")
-    by_code = {q["code"]: q for q in spec["quotas"]}
+    specs = {spec["service_code"]: spec for spec in (load("quotas.json"), load("sagemaker_quotas.json"))}
+    by_code = {q["code"]: q for spec in specs.values() for q in spec["quotas"]}
+    service_of = {q["code"]: code for code, spec in specs.items() for q in spec["quotas"]}
     backend_cls = models.ServiceQuotasBackend
     original_init = backend_cls.__init__
     vpc_list = backend_cls.list_aws_default_service_quotas
@@ -267,43 +269,48 @@ def _install_service_quotas() -> None:
 
     def init(self: Any, region_name: str, account_id: str) -> None:
         original_init(self, region_name, account_id)
-        self.applied = {q["code"]: float(q["applied"]) for q in spec["quotas"] if q["applied"] is not None}
+        self.applied = {q["code"]: float(q["applied"]) for spec in specs.values() for q in spec["quotas"]
+                        if q["applied"] is not None}
 
     def record(self: Any, code: str, value: float, default: bool) -> dict[str, Any]:
         q = by_code[code]
-        cls, market = q["class"].split("/")
+        spec = specs[service_of[code]]
         account = "" if default else self.account_id
-        return {
+        out = {
             "ServiceCode": spec["service_code"], "ServiceName": spec["service_name"],
-            "QuotaArn": f"arn:aws:servicequotas:{self.region_name}:{account}:ec2/{code}",
+            "QuotaArn": f"arn:aws:servicequotas:{self.region_name}:{account}:{spec['service_code']}/{code}",
             "QuotaCode": code, "QuotaName": q["name"], "Value": value, "Unit": "None",
             "Adjustable": True, "GlobalQuota": False, "QuotaAppliedAtLevel": "ACCOUNT",
-            "UsageMetric": {"MetricNamespace": "AWS/Usage", "MetricName": "ResourceCount",
-                            "MetricDimensions": {"Class": f"{cls}/{market}", "Resource": "vCPU", "Service": "EC2",
-                                                 "Type": "Resource"},
-                            "MetricStatisticRecommendation": "Maximum"},
         }
+        if "class" in q:   # EC2's vCPU quotas carry their usage metric
+            cls, market = q["class"].split("/")
+            out["UsageMetric"] = {"MetricNamespace": "AWS/Usage", "MetricName": "ResourceCount",
+                                  "MetricDimensions": {"Class": f"{cls}/{market}", "Resource": "vCPU",
+                                                       "Service": "EC2", "Type": "Resource"},
+                                  "MetricStatisticRecommendation": "Maximum"}
+        return out
 
     def list_aws_default_service_quotas(self: Any, service_code: str) -> list[dict[str, Any]]:
-        if service_code == "ec2":
-            return [record(self, q["code"], float(q["default"]), True) for q in spec["quotas"]]
+        if service_code in specs:
+            return [record(self, q["code"], float(q["default"]), True) for q in specs[service_code]["quotas"]]
         return vpc_list(self, service_code)
 
     def get_aws_default_service_quota(self: Any, service_code: str, quota_code: str) -> dict[str, Any]:
-        if service_code == "ec2" and quota_code in by_code:
+        if service_code in specs and service_of.get(quota_code) == service_code:
             return record(self, quota_code, float(by_code[quota_code]["default"]), True)
         if service_code == "vpc":
             return vpc_get(self, service_code, quota_code)
         raise NoSuchQuota(service_code, quota_code)
 
     def list_service_quotas(self: Any, service_code: str) -> list[dict[str, Any]]:
-        if service_code == "ec2":
-            return [record(self, code, value, False) for code, value in sorted(self.applied.items())]
+        if service_code in specs:
+            return [record(self, code, value, False) for code, value in sorted(self.applied.items())
+                    if service_of[code] == service_code]
         return vpc_list(self, service_code)
 
     def get_service_quota(self: Any, service_code: str, quota_code: str) -> dict[str, Any]:
-        if service_code == "ec2":
-            if quota_code in self.applied:
+        if service_code in specs:
+            if quota_code in self.applied and service_of[quota_code] == service_code:
                 return record(self, quota_code, self.applied[quota_code], False)
             raise NoSuchQuota(service_code, quota_code)
         return vpc_get(self, service_code, quota_code)

@@ -228,6 +228,10 @@ CASES: list[Case] = [
          endpoint(instance_type=None, variants=[{"name": "a", "instance_type": "local"},
                                                 {"name": "b", "instance_type": "ml.m5.large"}]),
          ("['local', 'ml.m5.large'] mix local and AWS", "use 'local' for all variants or ml.* types for all")),
+    # sagemaker_quota_info: a quota is found by its exact name, the instance type is no pattern
+    Case("sm-quota-instance-type-that-is-a-pattern", "play",
+         {"sagemaker_quota_info": {"needs": [{"instance_type": "ml.m5.*", "count": 1}], "fail_on_shortfall": True}},
+         ("no SageMaker quota is named 'ml.m5.* for training job usage'", "such as ml.m5.xlarge")),
     # dlfleet_reaper
     Case("reaper-everything-without-a-fleet", "play", {"dlfleet_reaper": {"expired_only": False}},
          ("expired_only=false would remove every dlfleet resource", "fleet=NAME")),
@@ -349,6 +353,23 @@ CASES: list[Case] = [
          ("site.yml", {"sagemaker_instance_type": "ml.m5.xlarge", "sagemaker_role_arn": ""}),
          ('sagemaker_role_arn="" is not an IAM role ARN', "Nothing was created or started"),
          absent=("run", "artifacts")),
+    # SageMaker instance quotas (a new account's GPU quota is 0): checked before the fleet, the data or any job
+    Case("site-sagemaker-training-quota-of-zero-stops-before-the-fleet", "playbook",
+         ("site.yml", {"sagemaker_instance_type": "ml.p3.2xlarge", "sagemaker_role_arn": ROLE_ARN}),
+         ("sagemaker_instance_type=ml.p3.2xlarge x sagemaker_instance_count=1",
+          "'ml.p3.2xlarge for training job usage'", "which allows 0",
+          "request-service-quota-increase --service-code sagemaker", "--desired-value 1"),
+         absent=("run", "artifacts")),
+    Case("sagemaker-playbook-tuning-trials-beyond-the-training-quota", "playbook",
+         ("playbooks/sagemaker.yml", {"sagemaker_instance_type": "ml.m5.xlarge", "sagemaker_role_arn": ROLE_ARN,
+                                      "sagemaker_tune": True, "sagemaker_tuning_max_parallel_jobs": 5}),
+         ("sagemaker_tuning_max_parallel_jobs=5", "needs 5 instance(s)", "L-CCE2AFA6",
+          "'ml.m5.xlarge for training job usage'", "which allows 4"), absent=("run", "artifacts")),
+    Case("sagemaker-playbook-endpoint-beyond-its-quota", "playbook",
+         ("playbooks/sagemaker.yml", {"sagemaker_endpoint_instance_type": "ml.m5.xlarge",
+                                      "sagemaker_endpoint_instance_count": 3, "sagemaker_role_arn": ROLE_ARN}),
+         ("sagemaker_endpoint_instance_count=3", "'ml.m5.xlarge for endpoint usage'", "which allows 2"),
+         absent=("run", "artifacts"), not_in=("training job usage",)),
     Case("sagemaker-playbook-role-that-is-no-arn", "playbook", ("playbooks/sagemaker.yml", {
          "sagemaker_instance_type": "ml.m5.xlarge", "sagemaker_role_arn": "SageMakerRole"}),
          ('sagemaker_role_arn="SageMakerRole" is not an IAM role ARN',), absent=("run", "artifacts")),
@@ -681,7 +702,7 @@ def _check_trainer(case: Case, world: dict[str, Any], request: pytest.FixtureReq
 def test_the_table_covers_every_module_and_role() -> None:
     assert CASE_COUNT >= 30
     calls = json.dumps([c.spec for c in CASES])
-    for name in ("ec2_gpu_fleet", "ec2_gpu_quota_info", "dlami_info", "sagemaker_training_job",
+    for name in ("ec2_gpu_fleet", "ec2_gpu_quota_info", "sagemaker_quota_info", "dlami_info", "sagemaker_training_job",
                  "sagemaker_tuning_job", "sagemaker_endpoint", "dlfleet_reaper", "nvidia_gpu_facts",
                  '"dlami"', '"mxnet_train"', "provision.yml", "sagemaker.yml", "--kvstore"):
         assert name in calls, name

@@ -182,34 +182,44 @@ def test_reaper_playbook_takes_a_list_of_regions_or_refuses_one_that_is_not(emul
     assert _live(emulator, FLEET_OLD)["instances"] == 2              # us-east-1 not in the list: untouched
 
 
-def test_a_running_tuning_job_past_its_ttl_in_a_second_region_is_stopped(emulator, aws_env, two_fleets, tmp_path):
-    """A tuning job bills while it runs: the reaper finds it by its fleet tag in a region provision recorded and
-    stops it; a finished one is a record with nothing to stop and is never counted as left behind."""
-
-    region = "eu-west-1"
+def _running_jobs(emulator, region: str, fleet: str, tuning: str, training: str | None = None) -> None:
+    """A tuning job (and a training job) of `fleet`, InProgress in `region`, as sagemaker.yml leaves them when a
+    run is cut short."""
     ssm = emulator.client("ssm", region)   # the emulator keeps jobs made now InProgress for this many seconds
     ssm.put_parameter(Name="/dlfleet/emulator/sagemaker/training-seconds", Value="600", Type="String",
                       Overwrite=True)
     sm = emulator.client("sagemaker", region)
-    tags = _tags("reap-tune", "1h", "x")[0]["Tags"]
+    tags = _tags(fleet, "1h", "x")[0]["Tags"]
+    definition = {
+        "AlgorithmSpecification": {"TrainingImage": f"763104351884.dkr.ecr.{region}.amazonaws.com/mxnet:1.9",
+                                   "TrainingInputMode": "File", "MetricDefinitions": [
+                                       {"Name": "validation-accuracy", "Regex": "acc=([0-9.]+)"}]},
+        "RoleArn": "arn:aws:iam::123456789012:role/dlfleet-sagemaker-execution",
+        "OutputDataConfig": {"S3OutputPath": "s3://dlfleet-sagemaker-x/out"},
+        "ResourceConfig": {"InstanceType": "ml.m5.xlarge", "InstanceCount": 1, "VolumeSizeInGB": 10},
+        "StoppingCondition": {"MaxRuntimeInSeconds": 3600}}
     try:
         sm.create_hyper_parameter_tuning_job(
-            HyperParameterTuningJobName="reap-tune-1", Tags=tags,
+            HyperParameterTuningJobName=tuning, Tags=tags,
             HyperParameterTuningJobConfig={
                 "Strategy": "Random", "ResourceLimits": {"MaxNumberOfTrainingJobs": 2, "MaxParallelTrainingJobs": 1},
                 "HyperParameterTuningJobObjective": {"Type": "Maximize", "MetricName": "validation-accuracy"},
                 "ParameterRanges": {"ContinuousParameterRanges": [{"Name": "lr", "MinValue": "0.01",
                                                                    "MaxValue": "0.2"}]}},
-            TrainingJobDefinition={
-                "AlgorithmSpecification": {"TrainingImage": "763104351884.dkr.ecr.eu-west-1.amazonaws.com/mxnet:1.9",
-                                           "TrainingInputMode": "File", "MetricDefinitions": [
-                                               {"Name": "validation-accuracy", "Regex": "acc=([0-9.]+)"}]},
-                "RoleArn": "arn:aws:iam::123456789012:role/dlfleet-sagemaker-execution",
-                "OutputDataConfig": {"S3OutputPath": "s3://dlfleet-sagemaker-x/out"},
-                "ResourceConfig": {"InstanceType": "ml.m5.xlarge", "InstanceCount": 1, "VolumeSizeInGB": 10},
-                "StoppingCondition": {"MaxRuntimeInSeconds": 3600}})
+            TrainingJobDefinition=definition)
+        if training:
+            sm.create_training_job(TrainingJobName=training, Tags=tags, HyperParameters={"epochs": "2"}, **definition)
     finally:
         ssm.delete_parameter(Name="/dlfleet/emulator/sagemaker/training-seconds")
+
+
+def test_a_running_tuning_job_past_its_ttl_in_a_second_region_is_stopped(emulator, aws_env, two_fleets, tmp_path):
+    """A tuning job bills while it runs: the reaper finds it by its fleet tag in a region provision recorded and
+    stops it; a finished one is a record with nothing to stop and is never counted as left behind."""
+
+    region = "eu-west-1"
+    _running_jobs(emulator, region, "reap-tune", "reap-tune-1")
+    sm = emulator.client("sagemaker", region)
     status = sm.describe_hyper_parameter_tuning_job(HyperParameterTuningJobName="reap-tune-1")
     assert status["HyperParameterTuningJobStatus"] == "InProgress"
 
@@ -235,3 +245,42 @@ def test_a_running_tuning_job_past_its_ttl_in_a_second_region_is_stopped(emulato
     _, swept = run_task("dlfleet_reaper", {"region": region, "fleet": "reap-tune", "expired_only": False},
                         env=aws_env)
     assert swept["remaining"] == [] and swept.get("changed") is False, swept
+
+
+def test_teardown_stops_running_jobs_and_removes_endpoints_in_every_recorded_region(emulator, aws_env, two_fleets,
+                                                                                    tmp_path):
+    """A run cut short leaves a tuning job and a training job InProgress in eu-west-1 (recorded under
+    .run/regions/) and an endpoint, its config and model in us-east-1 (dlfleet_region). teardown.yml stops the
+    jobs, waits until they have ended, deletes the endpoint, config and model, and its nothing-left check passes;
+    the emulator's listings agree. Other fleets are untouched, and a second teardown changes nothing."""
+    fleet, far = "tear-sm", "eu-west-1"
+    _running_jobs(emulator, far, fleet, "tear-sm-tune", "tear-sm-train")
+    _make_fleet(emulator, fleet, "8h")   # instances, volume, key pair, group, and the endpoint parts in us-east-1
+    far_sm = emulator.client("sagemaker", far)
+    assert far_sm.describe_training_job(TrainingJobName="tear-sm-train")["TrainingJobStatus"] == "InProgress"
+    run_dir = tmp_path / "run"
+    (run_dir / "regions").mkdir(parents=True)
+    (run_dir / "regions" / far).write_text("")
+    extra = {"dlfleet_fleet_name": fleet, "dlfleet_run": fleet, "dlfleet_run_dir": str(run_dir),
+             "dlfleet_artifacts_dir": str(tmp_path / "artifacts"), "provision_wait_timeout": 120}
+
+    torn = run_playbook("playbooks/teardown.yml", extra_vars=extra, env=aws_env)
+    assert torn.rc == 0, torn.stdout[-3000:]
+    by_region = {r["item"]: r for r in torn.results("Remove every resource tagged with the fleet, in each region")[
+        "results"]}
+    assert sorted(by_region) == [far, "us-east-1"]
+    assert {(r["type"], r["id"], r["region"]) for r in by_region[far]["removed"]} == {
+        ("sagemaker_tuning_jobs", "tear-sm-tune", far), ("sagemaker_training_jobs", "tear-sm-train", far)}
+    assert {r["type"] for r in by_region["us-east-1"]["removed"]} >= {
+        "sagemaker_endpoints", "sagemaker_endpoint_configs", "sagemaker_models", "instances"}
+    # the emulator's own listings: the jobs are Stopped records, the endpoint parts and the fleet are gone
+    assert far_sm.describe_hyper_parameter_tuning_job(
+        HyperParameterTuningJobName="tear-sm-tune")["HyperParameterTuningJobStatus"] == "Stopped"
+    assert far_sm.describe_training_job(TrainingJobName="tear-sm-train")["TrainingJobStatus"] == "Stopped"
+    assert set(_live(emulator, fleet).values()) == {0}
+    assert _live(emulator, FLEET_OLD)["instances"] == 2 and _live(emulator, FLEET_NEW)["endpoints"] == 1
+
+    again = run_playbook("playbooks/teardown.yml", extra_vars=extra, env=aws_env)
+    assert again.rc == 0, again.stdout[-3000:]
+    assert not any(r.get("changed") for r in again.results(
+        "Remove every resource tagged with the fleet, in each region")["results"])
