@@ -296,8 +296,8 @@ def check_subnets(spec: FleetSpec, subnets: list[dict[str, Any]]) -> tuple[dict[
     missing = [s for s in spec.subnet_ids if s not in found]
     if missing:
         raise FleetError(f"subnet_ids {missing} are not subnets of {region} (DescribeSubnets there does not find "
-                         f"them; a subnet of another region or account is not visible); list subnets of the "
-                         f"fleet's region {region}")
+                         f"them; a subnet of another region or account is not visible); list subnets that exist "
+                         f"in this region")
     vpcs = sorted({found[s]["VpcId"] for s in spec.subnet_ids})
     if len(vpcs) > 1:
         by_vpc = "; ".join(f"{v}: {', '.join(s for s in spec.subnet_ids if found[s]['VpcId'] == v)}" for v in vpcs)
