@@ -15,6 +15,13 @@ description:
   - With O(image_id) it describes that image.
   - Tells the legacy conda line (C(Deep Learning AMI (Ubuntu 18.04) Version NN.N) and the 2022-2023
     C(Deep Learning AMI GPU <framework> ...) images) from the current venv line (C(... OSS Nvidia Driver ...)).
+  - Tells the image's OS from its name or description, and the Python its C(/usr/bin/python3) is. ansible-core
+    2.19 needs Python 3.8 or later on its hosts, so an image whose C(/usr/bin/python3) is older (the legacy line
+    on Ubuntu 18.04 ships 3.6) is refused before anything is launched, unless O(python_interpreter) names a
+    Python 3.8 or later on it (one of its conda envs); RV(python_interpreter) is what the hosts should use.
+  - Deprecated images (a past C(DeprecationTime)) are found by id, and by O(name_pattern) when it is an exact
+    name or O(include_deprecated=true); a pattern with wildcards looks only at current images by default, as
+    EC2 lists them. A deprecated result comes with a warning saying since when.
   - Fails, saying what to change, when nothing matches, when the image is of another architecture, or when the
     SSM parameter names an image the region does not have. Read-only; check mode runs the same lookups.
 version_added: "1.0.0"
@@ -49,6 +56,18 @@ options:
     type: list
     elements: str
     default: [amazon]
+  include_deprecated:
+    description:
+      - Whether O(name_pattern) may match deprecated images (DescribeImages C(IncludeDeprecated)).
+      - Unset, an exact name (no C(*) or C(?)) includes them and a pattern with wildcards does not.
+      - An image given by O(image_id) or by an SSM parameter is described whether deprecated or not.
+    type: bool
+  python_interpreter:
+    description:
+      - The Python, 3.8 or later, that Ansible is to use on hosts of this image, as an absolute path.
+      - Unset, the hosts use C(/usr/bin/python3), and an image whose C(/usr/bin/python3) is older than 3.8 is
+        refused.
+    type: str
 notes:
   - O(ssm_parameter), O(name_pattern) and O(image_id) are mutually exclusive; each overrides O(ami_type).
 extends_documentation_fragment:
@@ -69,10 +88,17 @@ EXAMPLES = r"""
     architecture: arm64
   register: dlami_arm
 
-- name: Find the newest legacy conda DLAMI by name
+- name: Find the newest legacy conda DLAMI by name, to run Ansible with a conda env's Python
   dlami_info:
     name_pattern: "Deep Learning AMI (Ubuntu 18.04) Version *"
+    python_interpreter: /home/ubuntu/anaconda3/envs/pytorch_p38/bin/python
   register: legacy
+
+- name: Find one deprecated image by its exact name (warns since when it is deprecated)
+  dlami_info:
+    name_pattern: "Deep Learning AMI (Ubuntu 18.04) Version 56.1"
+    python_interpreter: /home/ubuntu/anaconda3/envs/pytorch_p38/bin/python
+  register: pinned
 
 - name: Size the root volume from the image's snapshot
   ansible.builtin.set_fact:
@@ -130,12 +156,33 @@ source:
     method: ssm_parameter
     ssm_parameter: /aws/service/deeplearning/ami/x86_64/base-oss-nvidia-driver-gpu-ubuntu-22.04/latest/ami-id
 matched: {description: How many images matched (O(name_pattern)); 1 otherwise., returned: success, type: int, sample: 3}
+os:
+  description: The image's OS, from its name or description; null when it does not say.
+  returned: success
+  type: str
+  sample: Ubuntu 22.04
+system_python:
+  description: The Python version of the OS's C(/usr/bin/python3); null when the OS is unknown.
+  returned: success
+  type: str
+  sample: "3.10"
+python_interpreter:
+  description: The interpreter Ansible should use on the hosts (V(ansible_python_interpreter)).
+  returned: success
+  type: str
+  sample: /usr/bin/python3
+deprecated: {description: True when the image's deprecation time has passed., returned: success, type: bool}
+deprecation_time:
+  description: The image's C(DeprecationTime), past or future; null when none is set.
+  returned: success
+  type: str
+  sample: "2023-12-09T09:30:00.000Z"
 """
 
 import contextlib
 
 from ansible.module_utils.dlfleet_aws import aws_retry, fail_on_unknown_region
-from ansible.module_utils.dlfleet_dlami import ARCHITECTURES, DlamiError, lookup
+from ansible.module_utils.dlfleet_dlami import ARCHITECTURES, DlamiError, deprecation_warning, lookup
 from ansible_collections.amazon.aws.plugins.module_utils.modules import AnsibleAWSModule
 
 with contextlib.suppress(ImportError):  # AnsibleAWSModule reports a missing botocore itself
@@ -148,6 +195,8 @@ ARGUMENT_SPEC = dict(
     image_id=dict(type="str"),
     architecture=dict(type="str", choices=list(ARCHITECTURES), default="x86_64"),
     owners=dict(type="list", elements="str", default=["amazon"]),
+    include_deprecated=dict(type="bool"),
+    python_interpreter=dict(type="str"),
 )
 
 
@@ -166,6 +215,9 @@ def main() -> None:
         module.fail_json(msg=err.msg, **err.details)
     except (botocore.exceptions.ClientError, botocore.exceptions.BotoCoreError) as err:
         module.fail_json_aws(err, msg="Deep Learning AMI lookup failed")
+    warning = deprecation_warning(result)
+    if warning:
+        module.warn(warning)
     module.exit_json(changed=False, **result)
 
 

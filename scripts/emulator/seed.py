@@ -2,7 +2,9 @@
 
 - DLAMI images under Amazon's owner id and alias, several dates per family, x86_64 and arm64, with root
   snapshots of their real size (moto registers images under the caller and gives every AMI 15 GiB);
-  moto loads them from MOTO_AMIS_PATH, which `write_amis_file` produces.
+  moto loads them from MOTO_AMIS_PATH, which `write_amis_file` produces. The oldest legacy image carries a past
+  DeprecationTime, and DescribeImages leaves deprecated images out as EC2 does (moto 5.2.5 knows no
+  deprecation): unless asked by id, with IncludeDeprecated=true, or by their owner.
 - p2/p3 instance types and their AZ offerings (moto's data has only p3dn among them); RunInstances into an
   AZ that does not offer the type fails with Unsupported, as on EC2.
 - The public SSM parameters /aws/service/deeplearning/ami/<arch>/<ami-type>/latest/ami-id (moto refuses
@@ -49,11 +51,11 @@ def dlami_images() -> list[dict[str, Any]]:
     images = []
     for fam in spec["families"]:
         if "dates" in fam:
-            entries = [(d, fam["name"].format(date=d.replace("-", "")), fam["root_gib"]) for d in fam["dates"]]
+            entries = [(d, fam["name"].format(date=d.replace("-", "")), fam["root_gib"], None) for d in fam["dates"]]
         else:
-            entries = [(d, fam["name"].format(version=v), fam["root_gib_by_version"][v])
-                       for v, d in fam["versions"].items()]
-        for day, name, root_gib in entries:
+            entries = [(d, fam["name"].format(version=v), fam["root_gib_by_version"][v],
+                        fam.get("deprecated_by_version", {}).get(v)) for v, d in fam["versions"].items()]
+        for day, name, root_gib, deprecation_time in entries:
             images.append({
                 "ami_id": _ami_id(name, fam["architecture"]),
                 "name": name,
@@ -72,6 +74,7 @@ def dlami_images() -> list[dict[str, Any]]:
                 "sriov": "simple",
                 "boot_mode": "uefi-preferred",
                 "root_gib": root_gib,
+                "deprecation_time": deprecation_time,
                 "ami_type": fam["ami_type"],
                 "line": fam["line"],
             })
@@ -176,6 +179,7 @@ def _install_amis() -> None:
     from moto.ec2.models.amis import Ami
 
     sizes = {image["ami_id"]: image["root_gib"] for image in dlami_images()}
+    deprecations = {image["ami_id"]: image["deprecation_time"] for image in dlami_images() if image["deprecation_time"]}
 
     def block_device_mappings(self: Ami) -> list[dict[str, Any]]:
         ebs = {"SnapshotId": self.ebs_snapshot.id, "VolumeSize": self.ebs_snapshot.volume.size,
@@ -194,8 +198,31 @@ def _install_amis() -> None:
             if ami is not None:
                 ami.ebs_snapshot.volume.size = size
                 ami.root_volume_type = "gp3"
+                ami.deprecation_time = deprecations.get(ami_id)  # serialized as DeprecationTime
 
     EC2Backend.__init__ = init  # type: ignore[method-assign]
+    _install_ami_deprecation()
+
+
+def _install_ami_deprecation() -> None:
+    """DescribeImages without ImageIds leaves out other owners' images deprecated before now, unless
+    IncludeDeprecated=true (EC2's rule; moto 5.2.5 lists every image)."""
+    from moto.ec2.responses.amis import AmisResponse
+
+    original = AmisResponse.describe_images
+
+    def describe_images(self: AmisResponse) -> Any:
+        result = original(self)
+        if self._get_param("ImageIds") or str(self._get_param("IncludeDeprecated", "false")).lower() == "true":
+            return result
+        now = dt.datetime.now(dt.UTC).strftime("%Y-%m-%dT%H:%M:%S.000Z")
+        account = self.current_account
+        result.result["Images"] = [
+            image for image in result.result["Images"]
+            if not (getattr(image, "deprecation_time", None) or "9999") <= now or image.owner_id == account]
+        return result
+
+    AmisResponse.describe_images = describe_images  # type: ignore[method-assign]
 
 
 def _install_az_offering_check() -> None:

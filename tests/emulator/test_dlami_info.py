@@ -19,11 +19,13 @@ from helpers import run_playbook, run_task
 BASE = "base-oss-nvidia-driver-gpu-ubuntu-22.04"
 BASE_NAME = "Deep Learning Base OSS Nvidia Driver GPU AMI (Ubuntu 22.04) *"
 LEGACY_NAME = "Deep Learning AMI (Ubuntu 18.04) Version *"
+DEPRECATED_NAME = "Deep Learning AMI (Ubuntu 18.04) Version 56.1"   # the seed's deprecated image
+CONDA_PYTHON = "/home/ubuntu/anaconda3/envs/pytorch_p38/bin/python"
 
 
 def _params(**changes: Any) -> dict[str, Any]:
     params = {"ami_type": BASE, "ssm_parameter": None, "name_pattern": None, "image_id": None,
-              "architecture": "x86_64", "owners": ["amazon"]}
+              "architecture": "x86_64", "owners": ["amazon"], "include_deprecated": None, "python_interpreter": None}
     params.update(changes)
     return params
 
@@ -37,8 +39,8 @@ def clients(emulator):
     return _wrap(emulator.client("ec2")), _wrap(emulator.client("ssm"))
 
 
-def _newest(emulator, pattern: str, arch: str = "x86_64") -> dict[str, Any]:
-    images = emulator.client("ec2").describe_images(Owners=["amazon"], Filters=[
+def _newest(emulator, pattern: str, arch: str = "x86_64", include_deprecated: bool = False) -> dict[str, Any]:
+    images = emulator.client("ec2").describe_images(Owners=["amazon"], IncludeDeprecated=include_deprecated, Filters=[
         {"Name": "name", "Values": [pattern]}, {"Name": "architecture", "Values": [arch]}])["Images"]
     return max(images, key=lambda i: i["CreationDate"])
 
@@ -57,6 +59,9 @@ def test_default_lookup_reads_the_ssm_parameter_and_returns_the_newest_base(emul
     assert result["snapshot_size"] == root["VolumeSize"] and result["root_snapshot_id"] == root["SnapshotId"]
     assert (result["line"], result["python_env"], result["owner_id"]) == ("venv", "venv", dl.DLAMI_OWNER_ID)
     assert result["root_device_name"] == "/dev/sda1" and result["root_device_type"] == "ebs"
+    assert (result["os"], result["system_python"], result["python_interpreter"]) == (
+        "Ubuntu 22.04", "3.10", "/usr/bin/python3")
+    assert result["deprecated"] is False and result["deprecation_time"] is None
 
 
 def test_arm64_lookup_gets_the_arm64_image(emulator, clients) -> None:
@@ -65,12 +70,47 @@ def test_arm64_lookup_gets_the_arm64_image(emulator, clients) -> None:
     assert result["image_id"] == _newest(emulator, "Deep Learning ARM64 Base OSS *", "arm64")["ImageId"]
 
 
-def test_name_pattern_takes_the_newest_legacy_conda_image(emulator, clients) -> None:
-    result = dl.lookup(*clients, _params(name_pattern=LEGACY_NAME))
+def test_legacy_conda_image_needs_a_python_of_its_own(emulator, clients) -> None:
+    """The legacy line runs Ubuntu 18.04, whose /usr/bin/python3 (3.6) ansible-core 2.19 cannot use: refused, naming
+    the variables, unless a Python of the image is named; then that is the hosts' interpreter."""
+    with pytest.raises(dl.DlamiError) as err:
+        dl.lookup(*clients, _params(name_pattern=LEGACY_NAME))
     newest = _newest(emulator, LEGACY_NAME)
+    for fragment in (newest["ImageId"], "Ubuntu 18.04", "Python 3.6", ">= 3.8", "provision_python_interpreter",
+                     "provision_dlami_ami_type", "nothing was launched"):
+        assert fragment in err.value.msg, fragment
+    result = dl.lookup(*clients, _params(name_pattern=LEGACY_NAME, python_interpreter=CONDA_PYTHON))
     assert result["image_id"] == newest["ImageId"] and result["creation_date"] == newest["CreationDate"]
     assert result["line"] == "legacy-conda" and result["legacy"] is True
-    assert result["matched"] >= 2 and 75 <= result["snapshot_size"] <= 100
+    assert (result["system_python"], result["python_interpreter"]) == ("3.6", CONDA_PYTHON)
+    assert 75 <= result["snapshot_size"] <= 100
+
+
+def test_deprecated_images_by_name_and_id_but_not_by_pattern(emulator, clients) -> None:
+    """A wildcard pattern looks at current images only (as EC2 lists them); an exact name or an id finds the
+    deprecated image, which says since when; include_deprecated opens the pattern to it."""
+    old = _newest(emulator, DEPRECATED_NAME, include_deprecated=True)
+    assert old["DeprecationTime"] < "2026"   # seeded in the past
+    listed = emulator.client("ec2").describe_images(Owners=["amazon"], Filters=[
+        {"Name": "name", "Values": [LEGACY_NAME]}])["Images"]
+    assert old["ImageId"] not in {i["ImageId"] for i in listed}   # EC2's listing leaves it out
+    legacy = {"python_interpreter": CONDA_PYTHON}
+    newest = dl.lookup(*clients, _params(name_pattern=LEGACY_NAME, **legacy))
+    assert newest["matched"] == len(listed) and newest["deprecated"] is False
+    assert dl.lookup(*clients, _params(name_pattern=LEGACY_NAME, include_deprecated=True, **legacy))["matched"] == \
+        len(listed) + 1
+    by_name = dl.lookup(*clients, _params(name_pattern=DEPRECATED_NAME, **legacy))
+    by_id = dl.lookup(*clients, _params(image_id=old["ImageId"], **legacy))
+    for result in (by_name, by_id):
+        assert result["image_id"] == old["ImageId"] and result["deprecated"] is True
+        assert result["deprecation_time"] == old["DeprecationTime"]
+        assert f"deprecated since {old['DeprecationTime']}" in dl.deprecation_warning(result)
+    with pytest.raises(dl.DlamiError) as err:
+        dl.lookup(*clients, _params(name_pattern="Deep Learning AMI (Ubuntu 18.04) Version 56.*", **legacy))
+    assert "is deprecated" in err.value.msg and old["ImageId"] in err.value.msg
+    assert "include_deprecated: true" in err.value.msg
+    with pytest.raises(dl.DlamiError):
+        dl.lookup(*clients, _params(name_pattern=DEPRECATED_NAME, include_deprecated=False, **legacy))
 
 
 def test_name_pattern_of_the_other_architecture_says_which_to_set(clients) -> None:
@@ -113,7 +153,7 @@ def test_parameter_naming_a_missing_image_or_another_architecture(emulator, clie
 
 def test_image_id_is_described_and_classified(emulator, clients) -> None:
     legacy = _newest(emulator, LEGACY_NAME)
-    result = dl.lookup(*clients, _params(image_id=legacy["ImageId"]))
+    result = dl.lookup(*clients, _params(image_id=legacy["ImageId"], python_interpreter=CONDA_PYTHON))
     assert result["name"] == legacy["Name"] and result["line"] == "legacy-conda"
     with pytest.raises(dl.DlamiError) as err:
         dl.lookup(*clients, _params(image_id="ami-0000000000000dead"))
@@ -145,7 +185,9 @@ def test_module_refuses_conflicting_or_unmatched_input(aws_env, tmp_path) -> Non
              ({"name_pattern": "No Such AMI *", "architecture": "arm64"},
               "no image of owners ['amazon'] is named like 'No Such AMI *'"),
              ({"architecture": "sparc"}, "sparc"),
-             ({"ami_type": "x86_64/base"}, "not an ami-type name")]
+             ({"ami_type": "x86_64/base"}, "not an ami-type name"),
+             ({"name_pattern": LEGACY_NAME}, "set python_interpreter (provision_python_interpreter)"),
+             ({"name_pattern": LEGACY_NAME, "python_interpreter": "python3.8"}, "not an absolute path")]
     path = tmp_path / "play.yml"
     path.write_text(yaml.safe_dump([{"name": "DLAMI lookups under test", "hosts": "localhost", "gather_facts": False,
                                      "tasks": [{"name": f"Case {i}", "dlami_info": args, "ignore_errors": True}
@@ -154,3 +196,13 @@ def test_module_refuses_conflicting_or_unmatched_input(aws_env, tmp_path) -> Non
     for i, (_, fragment) in enumerate(cases):
         result = run.results(f"Case {i}")
         assert result.get("failed") and fragment in result["msg"], result
+
+
+def test_module_warns_of_a_deprecated_image(aws_env, emulator) -> None:
+    run, result = run_task("dlami_info", {"name_pattern": DEPRECATED_NAME, "python_interpreter": CONDA_PYTHON},
+                           env=aws_env)
+    assert run.rc == 0, result
+    old = _newest(emulator, DEPRECATED_NAME, include_deprecated=True)
+    assert result["image_id"] == old["ImageId"] and result["deprecated"] is True
+    assert result["python_interpreter"] == CONDA_PYTHON
+    assert any(f"is deprecated since {old['DeprecationTime']}" in w for w in result.get("warnings", [])), result

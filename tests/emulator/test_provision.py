@@ -262,7 +262,9 @@ def test_no_capacity_falls_back_across_zones_then_types(emulator, faulty_aws, tm
     us-east-1a, then us-east-1b, then lands on the next type, g4dn.xlarge, in us-east-1a."""
     faulty_aws.configure(capacity=[("g5.xlarge", "us-east-1a"), ("g5.xlarge", "us-east-1b")])
     fleet = Fleet(emulator, faulty_aws.env, tmp_path, provision_availability_zones=["us-east-1a", "us-east-1b"],
-                  provision_dlami_name_pattern="Deep Learning AMI (Ubuntu 18.04) Version *")   # the seed's line
+                  provision_dlami_name_pattern="Deep Learning AMI (Ubuntu 18.04) Version *",   # the seed's line
+                  # its /usr/bin/python3 is 3.6, too old for ansible-core: one of its conda envs' Python instead
+                  provision_python_interpreter="/home/ubuntu/anaconda3/envs/pytorch_p38/bin/python")
     made.append(fleet)
     run = _ok(fleet.provision())
     assert {(i["InstanceType"], i["Placement"]["AvailabilityZone"]) for i in fleet.instances()} == {
