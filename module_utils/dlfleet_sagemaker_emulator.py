@@ -216,7 +216,29 @@ def install() -> None:
     for func in (stop_training_job, update_endpoint, stop_hyper_parameter_tuning_job,
                  list_training_jobs_for_hyper_parameter_tuning_job):
         setattr(responses.SageMakerResponse, func.__name__, func)
+    _install_binary_invoke()
     _installed = True
+
+
+def _install_binary_invoke() -> None:
+    """InvokeEndpoint takes any bytes (application/x-npy images, say); moto 5.2.5 decodes every request body as
+    UTF-8 and answers such a body with HTTP 500. Here a body that is not UTF-8 reaches moto's invoke_endpoint
+    base64-encoded: it only serves there as the key of moto's answer cache."""
+    import base64
+
+    from moto.sagemakerruntime.responses import SageMakerRuntimeResponse
+
+    setup = SageMakerRuntimeResponse.setup_class
+
+    def setup_class(self, request: Any, full_url: Any = None, headers: Any = None, use_raw_body: bool = False) -> None:
+        setup(self, request, full_url, headers, use_raw_body=True)
+        if isinstance(self.body, bytes):
+            try:
+                self.body = self.body.decode("utf-8")
+            except UnicodeDecodeError:
+                self.body = base64.b64encode(self.body).decode("ascii")
+
+    SageMakerRuntimeResponse.setup_class = setup_class
 
 
 def main() -> None:
