@@ -17,7 +17,8 @@ DEFAULT_FLEET = "dlfleet-local"   # inventory/aws/group_vars/all/fleet.yml
 DEFAULT_REGION = "us-east-1"      # inventory/aws/group_vars/all/aws.yml
 LAUNCH = {("us-east-1", "fa"): 2, ("us-east-1", "fb"): 1, ("us-east-1", DEFAULT_FLEET): 1,
           ("eu-west-1", "fa"): 1, ("eu-west-1", "fb"): 1}
-SCOPE_TASKS = {"Check the fleet and region names the fleet's hosts are held to",
+SCOPE_TASKS = {"Check the fleet and region names",   # the controller's play, first in each playbook
+               "Check the fleet and region names the fleet's hosts are held to",
                "Look up the fleet's instances, for hosts that carry no EC2 record",
                "Stop when the fleet's group holds a host of another fleet or region"}
 
@@ -103,7 +104,7 @@ def test_the_aws_inventory_and_the_plays_hold_one_fleet_in_one_region(emulator, 
     plays = {("fa", DEFAULT_REGION): ("playbooks/configure.yml", 2), ("fb", "eu-west-1"): ("playbooks/train.yml", 1)}
     if (fleet, region) in plays:
         playbook, count = plays[(fleet, region)]
-        assert _list_hosts(emulator, playbook, pairs) == [sorted(group)] * count, playbook
+        assert _list_hosts(emulator, playbook, pairs) == [["localhost"]] + [sorted(group)] * count, playbook
 
 
 def test_a_wildcard_or_a_bad_region_matches_nothing_and_says_why(emulator, fleets):
@@ -113,7 +114,13 @@ def test_a_wildcard_or_a_bad_region_matches_nothing_and_says_why(emulator, fleet
         assert fragment in proc.stderr and "No EC2 instance was looked up" in proc.stderr, proc.stderr
         assert inv.get("gpu_fleet", {}).get("hosts", []) == [] and not inv.get("_meta", {}).get("hostvars"), inv
     assert _list_hosts(emulator, "playbooks/train.yml", {"dlfleet_fleet_name": "f?",
-                                                         "dlfleet_region": "eu-west-1"}) == [[]]
+                                                         "dlfleet_region": "eu-west-1"}) == [["localhost"], []]
+    # Run alone, the playbook fails on the name (an empty group would otherwise end green having done nothing).
+    run = run_playbook("playbooks/train.yml", env=ansible_env(emulator.env), args=["-i", "inventory/aws"],
+                       extra_vars={"dlfleet_fleet_name": "f?", "dlfleet_region": "eu-west-1"}, timeout=300)
+    assert run.rc != 0 and [task for task, _, _ in run.all_results()] == ["Check the fleet and region names"], \
+        run.stdout[-3000:]
+    assert "fleet name 'f?' is not allowed" in run.all_results()[0][2]["msg"]
 
 
 @pytest.mark.parametrize("playbook", ["playbooks/configure.yml", "playbooks/train.yml"])
@@ -146,8 +153,8 @@ def test_a_mixed_group_stops_the_play_before_any_task(emulator, fleets, tmp_path
     assert f"fa-in-eu (instance {fa_eu['InstanceId']} of fleet fa in eu-west-1" in msg, msg
     assert "hand-written (address 10.9.9.9 is no instance" in msg, msg
     assert "fa-by-address" not in msg and not any(i["PublicDnsName"] in msg for i in fa), msg
-    # the second play of configure.yml never starts: the hosts failed in the first
-    assert len(run.data["plays"]) == 1, [p["play"]["name"] for p in run.data["plays"]]
+    # the controller's name check, then the first play on the fleet; the second play of configure.yml never starts
+    assert len(run.data["plays"]) == 2, [p["play"]["name"] for p in run.data["plays"]]
 
 
 def test_host_keys_are_accepted_once_and_kept_per_region_and_fleet(emulator, fleets):
