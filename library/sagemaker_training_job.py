@@ -343,6 +343,17 @@ source:
   returned: with state=present
   type: dict
   sample: {uri: s3://my-bucket/output/code/3f2a.../sourcedir.tar.gz, sha256: 3f2a..., uploaded: false}
+followed:
+  description: What the action plugin showed and saved while it followed the job (with O(follow) or O(log_file)).
+  returned: with follow or log_file, when the task waited
+  type: dict
+  contains:
+    rounds: {description: Looks at the job (sagemaker_job_progress calls), type: int}
+    lines: {description: Log lines saved in O(log_file), type: int}
+    tail: {description: The newest log lines shown, type: list, elements: str}
+    log_file: {description: The saved log, type: str}
+    log_written: {description: Whether O(log_file) was (re)written, type: bool}
+    status: {description: The job's status when the follow ended, type: str}
 image_uri:
   description: The training image.
   returned: with state=present

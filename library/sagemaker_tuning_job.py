@@ -400,6 +400,17 @@ source:
   description: The code archive, its SHA-256 and whether this run uploaded it.
   returned: with state=present
   type: dict
+followed:
+  description: What the action plugin showed and saved while it followed the job (with O(follow) or O(log_file)).
+  returned: with follow or log_file, when the task waited
+  type: dict
+  contains:
+    rounds: {description: Looks at the job (sagemaker_job_progress calls), type: int}
+    lines: {description: Log lines saved in O(log_file), type: int}
+    tail: {description: The newest log lines shown, type: list, elements: str}
+    log_file: {description: The saved log, type: str}
+    log_written: {description: Whether O(log_file) was (re)written, type: bool}
+    status: {description: The job's status when the follow ended, type: str}
 """
 
 from ansible.module_utils.dlfleet_aws import tag_list

@@ -36,9 +36,17 @@ def metric_series(lines, definitions: list[dict]) -> tuple[dict[str, list[float]
     return {name: values for name, values in series.items() if values}, cut
 
 
+def first_instance(lines):
+    """The lines of the first instance: a job on several instances has each line prefixed with [algo-N] in the saved
+    log, and its metrics are the first instance's (as local mode's FinalMetricDataList)."""
+    for line in lines:
+        if not line.startswith("[algo-") or line.startswith("[algo-1] "):
+            yield line
+
+
 def log_series(path: str, definitions: list[dict]) -> tuple[dict[str, list[float]], bool]:
     with open(path, encoding="utf-8", errors="replace") as fh:
-        return metric_series(fh, definitions)
+        return metric_series(first_instance(fh), definitions)
 
 
 # ------------------------------------------------------------------------------------------------------------

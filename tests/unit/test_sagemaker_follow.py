@@ -259,6 +259,9 @@ def test_metric_definitions_over_the_log_give_the_series_as_sagemaker_records_th
              "epoch 2 train-loss=1.5; validation-accuracy=0.25;", "validation-accuracy=.;"]
     series, cut = curves.metric_series(lines, definitions)
     assert series == {"validation-accuracy": [0.12, 0.25], "train-loss": [2.1, 1.7, 1.5]} and not cut
+    two_instances = [f"[algo-{h}] validation-accuracy={h / 10 + n / 100:.2f};" for n in range(3) for h in (1, 2)]
+    assert curves.metric_series(curves.first_instance(two_instances), definitions)[0] == {
+        "validation-accuracy": [0.1, 0.11, 0.12]}
     (tmp_path / "sagemaker").mkdir()
     (tmp_path / "sagemaker" / curves.METRICS_JSON).write_text(
         '{"job": "j-1", "mode": "local", "metrics": {"validation-accuracy": [0.12, 0.25]}}')
