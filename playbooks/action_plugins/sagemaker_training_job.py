@@ -103,6 +103,7 @@ class ActionModule(ActionBase):
         follow = boolean(args.pop("follow", False), strict=False)
         interval = args.pop("follow_interval", None)
         log_file = args.pop("log_file", None)
+        log_file = os.path.expanduser(str(log_file)) if log_file else None
         following = ((follow or log_file) and args.get("state", "present") == "present"
                      and boolean(args.get("wait", True), strict=False) and not self._task.check_mode)
         try:
