@@ -334,6 +334,8 @@ def test_private_fleet_in_two_subnets_has_no_way_in_from_outside_and_is_reached_
         doc = json.loads(fleet.fleet_json.read_text())
         assert doc["private_fleet"] is True and doc["ssm_bucket"] == bucket and doc["ssh_cidr"] == ""
         assert doc["vpc_id"] == net.vpc and doc["hosts"] == [i["instance_id"] for i in doc["instances"]]
+        rerun = _ok(fleet.provision())   # the bucket, the rule-less group and the fleet as they are: nothing to do
+        assert rerun.changed == 0, [(t, r.get("changed")) for t, _, r in rerun.all_results() if r.get("changed")]
 
         # A subnet of another region is refused before anything is created, naming the variable.
         other = Fleet(emulator, aws_env, tmp_path / "west", provision_subnet_ids=[net.subnet_a, net.west_subnet])
