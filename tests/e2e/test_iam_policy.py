@@ -5,8 +5,9 @@ The calls are read from the emulator's request log (one line per API request), n
   teardown), shared through the session fixture `site_run` (tests/e2e/conftest.py), so the pipeline runs once
   per test session;
 - then, on the same emulator, the paths `make run` does not take: ec2_gpu_fleet stop/start/retag/scale-down
-  and subnet placement, the quota fallback to AWS defaults, the SageMaker modules in AWS mode (ml.* types:
-  training job create/retag/stop, tuning job create/stop, endpoint create/blue-green update/invoke/absent),
+  and subnet placement, the quota fallback to AWS defaults, the SageMaker quota preflight, the SageMaker modules
+  in AWS mode (ml.* types: training job create/retag/stop, tuning job create/stop, endpoint create/blue-green
+  update/invoke/absent),
   teardown of data volumes, playbooks/reaper.yml (check and real) and the inventory/aws plugin, and a private
   fleet's wait for its SSM agent. Session Manager is not emulated: the aws_ssm connection's own calls
   (ssm:StartSession, ssm:TerminateSession) are not in the policy (inventory/aws/group_vars/gpu_fleet/private.yml).
@@ -187,6 +188,10 @@ def exercise_other_paths(run: SiteRun, tmp: Path) -> Recorder:
         {"name": "Read a quota that has no account value (the AWS default answers)",
          "ec2_gpu_quota_info": {"region": "us-east-1", "market": "spot", "fail_on_shortfall": False,
                                 "fleet": [{"instance_type": "p3.2xlarge", "count": 1}]}},
+        {"name": "Read the SageMaker instance quotas (the preflight of a SageMaker stage in AWS)",
+         "sagemaker_quota_info": {"region": "us-east-1", "needs": [
+             {"instance_type": "ml.p3.2xlarge", "count": 1},
+             {"instance_type": "ml.m5.xlarge", "count": 1, "usage": "endpoint"}]}},
         {"name": "Launch into a given zone, with a data volume kept on termination",
          "ec2_gpu_fleet": {**base, "count": 2, "availability_zones": ["us-east-1b"],
                            "data_volumes": [{"size": 10, "delete_on_termination": False}]}},
