@@ -392,7 +392,7 @@ training_job_counts:
   returned: always
   type: dict
 trials:
-  description: Every trial, with status, tuned hyperparameters and objective value.
+  description: Every trial, with status, tuned hyperparameters, objective value and billable seconds.
   returned: always
   type: list
   elements: dict
@@ -590,13 +590,13 @@ def trials_of(backend, name: str, metric: str) -> list[dict]:
     out = []
     for trial in backend.list_tuning_trials(name):
         value = (trial.get("FinalHyperParameterTuningJobObjectiveMetric") or {}).get("Value")
+        job = backend.describe_training_job(trial["TrainingJobName"]) or {}   # its billable time, for the cost
         if value is None and backend.mode == "local":
-            job = backend.describe_training_job(trial["TrainingJobName"]) or {}
             value = next((m["Value"] for m in job.get("FinalMetricDataList") or [] if m["MetricName"] == metric),
                          None)
         out.append({"name": trial["TrainingJobName"], "status": trial.get("TrainingJobStatus"),
                     "hyperparameters": decode_hyperparameters(trial.get("TunedHyperParameters")),
-                    "objective_value": value})
+                    "objective_value": value, "billable_seconds": job.get("BillableTimeInSeconds")})
     return out
 
 

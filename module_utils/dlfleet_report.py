@@ -68,12 +68,17 @@ def gather(artifacts: Path) -> dict[str, Any]:
         "evaluation": _load(artifacts / "sagemaker" / "evaluation.json"),
         "sagemaker_curves": sagemaker_curves_lines(artifacts / "sagemaker"),
         "teardown": _load(artifacts / "teardown.json"),
+        "sagemaker_prices": _load(artifacts / "sagemaker" / "prices.json"),
+        "endpoint_record": _load(artifacts / "sagemaker" / "endpoint.json"),
     }
 
 
 def actual_cost(fleet: dict[str, Any], teardown: dict[str, Any] | None, now: datetime) -> dict[str, Any]:
-    """Instance-hours from each instance's launch to the teardown (or `now`), priced per type."""
-    prices = (fleet.get("cost_estimate") or {}).get("prices_usd_per_hour") or {}
+    """Instance-hours from each instance's launch to the teardown (or `now`), priced per type; the EBS volumes
+    each instance carries for the same hours."""
+    est = fleet.get("cost_estimate") or {}
+    prices = est.get("prices_usd_per_hour") or {}
+    ebs_hourly = sum(float(v.get("usd_per_hour") or 0) for v in (est.get("ebs") or {}).get("volumes_per_instance", []))
     end = _time((teardown or {}).get("finished")) or now
     hours = 0.0
     usd = 0.0
@@ -85,7 +90,7 @@ def actual_cost(fleet: dict[str, Any], teardown: dict[str, Any] | None, now: dat
         hours += h
         usd += h * float(prices.get(inst.get("instance_type"), 0))
     return {"instance_hours": round(hours, 3), "usd": round(usd, 4), "until": end.isoformat(timespec="seconds"),
-            "torn_down": teardown is not None}
+            "torn_down": teardown is not None, "ebs_usd": round(hours * ebs_hourly, 6)}
 
 
 def _fleet_section(data: dict[str, Any]) -> list[str]:
@@ -119,17 +124,136 @@ def _fleet_section(data: dict[str, Any]) -> list[str]:
     return out
 
 
+def _usd(value: Any) -> str:
+    return "-" if value is None else f"{float(value):.4f}".rstrip("0").rstrip(".") if float(value) else "0"
+
+
+def _source_cells(prices: list[dict[str, Any] | None]) -> list[str]:
+    """The source and date columns for the prices behind one line (several when they differ)."""
+    found = [p for p in prices if p]
+    if not found:
+        return ["no price", "-"]
+    sources = sorted({str(p.get("source")) for p in found})
+    dates = sorted({str(p.get("as_of")) for p in found})
+    notes = sorted({str(p.get("note")) for p in found if p.get("note")})
+    return ["; ".join(sources) + (f" ({'; '.join(notes)})" if notes else ""), ", ".join(dates)]
+
+
+def _ebs_label(volumes: list[dict[str, Any]]) -> str:
+    return " + ".join(f"{v.get('type')} {v.get('size')} GiB" + (f" {v['iops']} IOPS" if v.get("iops") else "")
+                      for v in volumes) or "no volumes"
+
+
+def _fleet_cost_rows(fleet: dict[str, Any], act: dict[str, Any]) -> list[list[Any]]:
+    est = fleet.get("cost_estimate") or {}
+    hours = est.get("hours")
+    ec2 = est.get("ec2") or {}
+    ec2_prices = ec2.get("prices") or {}
+    counts = ", ".join(f"{n} x {t}" for t, n in (est.get("instances") or {}).items()) or "no instances"
+    price = ", ".join(f"{t} {_usd(p)}/h" for t, p in (est.get("prices_usd_per_hour") or {}).items()) or "-"
+    rows = [[f"EC2 {counts} ({est.get('market')})", f"{_usd(ec2.get('total_usd', est.get('total_usd')))} for {hours} h",
+             f"{_usd(act['usd'])} for {act['instance_hours']} instance-hours", price,
+             *_source_cells(list(ec2_prices.values()) or [{"source": est.get("price_source"),
+                                                           "as_of": est.get("prices_as_of")}])]]
+    ebs = est.get("ebs")
+    if ebs:
+        volumes = ebs.get("volumes_per_instance") or []
+        ebs_prices = [p for entry in (ebs.get("prices") or {}).values() for p in entry.values()]
+        unit = ", ".join(f"{t} {_usd(p['usd'])}/{p['unit']}" for t, entry in (ebs.get("prices") or {}).items()
+                         for p in entry.values() if p) or "-"
+        rows.append([f"EBS {ebs.get('instances')} x ({_ebs_label(volumes)})",
+                     f"{_usd(ebs.get('total_usd'))} for {hours} h",
+                     f"{_usd(act['ebs_usd'])} for {act['instance_hours']} instance-hours", unit,
+                     *_source_cells(ebs_prices)])
+    return rows
+
+
+def _hours_between(start: Any, end: Any, now: datetime) -> float | None:
+    begin = _time(start)
+    if not begin:
+        return None
+    return max(0.0, ((_time(end) or now) - begin).total_seconds() / 3600)
+
+
+def _sagemaker_cost_rows(data: dict[str, Any], now: datetime) -> list[list[Any]]:
+    """Training, tuning and endpoint: estimate (max_run, max_jobs, the ttl as bounds) and actual (billable seconds,
+    endpoint hours from creation to deletion), priced with sagemaker/prices.json."""
+    prices = data.get("sagemaker_prices") or {}
+    if not prices:
+        return []
+    rows = []
+    train = prices.get("training") or {}
+    price = train.get("price")
+    rate = float(price["usd"]) if price else None
+    label = f"{train.get('instance_type')} x {train.get('instance_count')}"
+    if train.get("priced_as") != train.get("instance_type"):
+        label += f", priced as {train.get('priced_as')}"
+    job = data.get("training_job")
+    count = int(train.get("instance_count") or 1)
+    max_hours = int(train.get("max_run_seconds") or 0) / 3600
+    if job:
+        billable = job.get("billable_seconds")
+        actual = (f"{_usd(rate * count * billable / 3600)} for {billable} billable s x {count}"
+                  if rate is not None and billable is not None else "not recorded")
+        rows.append([f"SageMaker training job ({label})",
+                     f"{_usd(rate * count * max_hours) if rate is not None else '-'} for max_run "
+                     f"{train.get('max_run_seconds')} s", actual, f"{_usd(rate)}/h" if price else "-",
+                     *_source_cells([price])])
+    tune = prices.get("tuning") or {}
+    tuning = data.get("tuning_job")
+    if tune.get("enabled") and tuning:
+        trials = tuning.get("trials") or []
+        seconds = [t.get("billable_seconds") for t in trials]
+        jobs = int(tune.get("max_jobs") or 0)
+        actual = (f"{_usd(rate * sum(seconds) / 3600)} for {sum(seconds)} billable s of {len(trials)} trials"
+                  if rate is not None and trials and None not in seconds
+                  else "not recorded (the trials' billable seconds)")
+        rows.append([f"SageMaker tuning job ({jobs} trials, {label})",
+                     f"{_usd(rate * jobs * max_hours) if rate is not None else '-'} for {jobs} x max_run", actual,
+                     f"{_usd(rate)}/h" if price else "-", *_source_cells([price])])
+    endpoint = prices.get("endpoint") or {}
+    record = data.get("endpoint_record")
+    if record:
+        host = endpoint.get("price")
+        host_rate = float(host["usd"]) if host else None
+        n = int(endpoint.get("instance_count") or 1)
+        hours = _hours_between(record.get("created"), record.get("deleted"), now)
+        until = "deletion" if record.get("deleted") else "this report (still up)"
+        bound = float(endpoint.get("bound_hours") or 0)
+        elabel = (f"{endpoint.get('instance_type')} x {n}"
+                  + (f", priced as {endpoint.get('priced_as')}"
+                     if endpoint.get("priced_as") != endpoint.get("instance_type") else ""))
+        rows.append([f"SageMaker endpoint ({elabel})",
+                     f"{_usd(host_rate * n * bound) if host_rate is not None else '-'} for {bound:g} h (the ttl)",
+                     f"{_usd(host_rate * n * hours)} for {hours:.4f} h, creation to {until}"
+                     if host_rate is not None and hours is not None else "not recorded",
+                     f"{_usd(host_rate)}/h" if host else "-", *_source_cells([host])])
+    return rows
+
+
 def _cost_section(data: dict[str, Any], now: datetime) -> list[str]:
     est = data["fleet"].get("cost_estimate") or {}
-    if not est:
-        return ["## Cost", "", "No estimate (no fleet.json)."]
-    act = actual_cost(data["fleet"], data["teardown"], now)
-    until = "teardown" if act["torn_down"] else "this report (the fleet is still up)"
-    return ["## Cost", "",
-            f"- Estimate: ${est.get('hourly_usd')}/h x {est.get('hours')} h = **${est.get('total_usd')}** "
-            f"({est.get('market')}, prices of {est.get('region_priced')} as of {est.get('prices_as_of')}; "
-            f"source: {est.get('price_source')}).",
-            f"- Actual: {act['instance_hours']} instance-hours from launch to {until} = **${act['usd']}**."]
+    out = ["## Cost", ""]
+    rows = []
+    if est:
+        act = actual_cost(data["fleet"], data["teardown"], now)
+        until = "teardown" if act["torn_down"] else "this report (the fleet is still up)"
+        out += [f"- Estimate: ${est.get('hourly_usd')}/h x {est.get('hours')} h = **${est.get('total_usd')}** "
+                f"({est.get('market')}, EC2 and EBS, prices of {est.get('region_priced')} as of "
+                f"{est.get('prices_as_of')}; source: {est.get('price_source')}).",
+                f"- Actual: {act['instance_hours']} instance-hours from launch to {until} = **${act['usd']}**."]
+        rows += _fleet_cost_rows(data["fleet"], act)
+    else:
+        out.append("No estimate for the fleet (no fleet.json).")
+    rows += _sagemaker_cost_rows(data, now)
+    if rows:
+        out += ["", *_table(["item", "estimate (USD)", "actual (USD)", "price (USD)", "price source", "price date"],
+                            rows)]
+    reasons = sorted({r for r in (est.get("fallback_reason"),
+                                  (data.get("sagemaker_prices") or {}).get("fallback_reason")) if r})
+    if reasons:
+        out += ["", f"Prices from the dated table: {'; '.join(reasons)}."]
+    return out
 
 
 def _training_section(data: dict[str, Any]) -> list[str]:

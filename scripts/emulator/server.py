@@ -34,6 +34,8 @@ from typing import Any
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 
+import pricing  # noqa: E402  (a sibling module: importable once HERE is on the path; imports no moto)
+
 STATE_FILE = "state.pickle"
 DEFAULT_ACCOUNT = "123456789012"
 
@@ -272,7 +274,8 @@ class EmulatorApp:
             status_holder.append(status)
             return start_response(status, headers, exc_info) if exc_info else start_response(status, headers)
 
-        result = self.app(environ, capture)
+        # the Price List API, which moto lacks, is answered from the seeded price list
+        result = pricing.answer(environ, body, capture) if pricing.is_pricing(environ) else self.app(environ, capture)
         if not path.startswith("/moto-api"):
             service, region = self.log.credential_scope(environ)
             try:
@@ -363,6 +366,7 @@ class Emulator:
         from werkzeug.serving import make_server
 
         seed.install()
+        pricing.install()
         install_extensions()
         state_path = self.state_dir / STATE_FILE
         if self.persist and state_path.exists():

@@ -192,6 +192,8 @@ def exercise_other_paths(run: SiteRun, tmp: Path) -> Recorder:
          "sagemaker_quota_info": {"region": "us-east-1", "needs": [
              {"instance_type": "ml.p3.2xlarge", "count": 1},
              {"instance_type": "ml.m5.xlarge", "count": 1, "usage": "endpoint"}]}},
+        {"name": "Read the spot prices of a spot fleet (provision.yml with provision_market spot)",
+         "aws_price_info": {"region": "us-east-1", "ec2_instance_types": ["g5.xlarge"], "market": "spot"}},
         {"name": "Launch into a given zone, with a data volume kept on termination",
          "ec2_gpu_fleet": {**base, "count": 2, "availability_zones": ["us-east-1b"],
                            "data_volumes": [{"size": 10, "delete_on_termination": False}]}},

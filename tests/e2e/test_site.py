@@ -15,6 +15,7 @@ import urllib.error
 import urllib.request
 
 import pytest
+from helpers import ROOT
 from siterun import ARTIFACTS, QUICK, SIZE, TAG_FLEET, SiteRun, recaps
 
 
@@ -85,6 +86,24 @@ def test_report_holds_every_section_with_this_runs_figures(site_run: SiteRun) ->
     hours = float(actual[1])
     assert 0 < hours < 2   # two instances for minutes, not for the 8 h ttl
     assert float(actual[2]) == pytest.approx(hours * float(cost["prices_usd_per_hour"]["g5.xlarge"]), abs=0.002)
+    # Estimate and actual of EC2, EBS and SageMaker, each with its price's source and the price list's date: the
+    # emulator's seeded Price List API (local mode's jobs and endpoint priced as sagemaker_local_priced_as)
+    published = json.loads((ROOT / "scripts/emulator/data/pricing.json").read_text())["products"][0]["publicationDate"]
+    source = f"| AWS Price List API | {published[:10]} |"
+    ec2 = next(line for line in part.splitlines() if line.startswith("| EC2 2 x g5.xlarge (on-demand) |"))
+    assert f"| {actual[2].rstrip('0').rstrip('.')} for {actual[1]} instance-hours |" in ec2 and ec2.endswith(source)
+    ebs = next(line for line in part.splitlines() if line.startswith("| EBS 2 x (gp3 "))
+    assert ebs.endswith(source) and f"for {cost['hours']} h |" in ebs, ebs
+    sm_prices = json.loads((art / "sagemaker" / "prices.json").read_text())
+    rate = sm_prices["training"]["price"]["usd"]
+    job = json.loads((art / "sagemaker" / "training_job.json").read_text())
+    train = next(line for line in part.splitlines() if line.startswith("| SageMaker training job (local x 1, "
+                                                                        "priced as ml.m5.xlarge) |"))
+    assert f"for {job['billable_seconds']} billable s x 1 |" in train and train.endswith(source), train
+    assert f"{rate * job['billable_seconds'] / 3600:.4f}".rstrip("0").rstrip(".") in train
+    endpoint = next(line for line in part.splitlines() if line.startswith("| SageMaker endpoint (local x 1, "))
+    assert "h, creation to deletion |" in endpoint and endpoint.endswith(source), endpoint
+    assert "dated table" not in part   # the API answered every price
 
     part = section(report, "Training")
     metrics = [json.loads(line) for line in (art / "localhost" / "metrics.jsonl").read_text().splitlines() if line]

@@ -164,9 +164,14 @@ def test_check_apply_reapply_scale_and_teardown(emulator, aws_env, tmp_path, mad
     assert doc["fleet"] == fleet.name and doc["count"] == 2 and doc["hosts"] == ["localhost"]
     assert {i["instance_id"] for i in doc["instances"]} == {i["InstanceId"] for i in instances}
     assert all(i["gpu_model"] == "A10G" and i["gpu_count"] == 1 for i in doc["instances"])
-    assert doc["cost_estimate"]["instances"] == {"g5.xlarge": 2}
-    assert doc["cost_estimate"]["hourly_usd"] == pytest.approx(2 * 1.006)
-    assert doc["cost_estimate"]["total_usd"] == pytest.approx(2 * 1.006 * 1, abs=0.01)   # ttl 1h
+    cost = doc["cost_estimate"]   # priced by the emulator's seeded Price List API (scripts/emulator/data/pricing.json)
+    assert cost["instances"] == {"g5.xlarge": 2}
+    assert cost["ec2"]["hourly_usd"] == pytest.approx(2 * 1.006)
+    assert cost["ec2"]["prices"]["g5.xlarge"]["source"] == "AWS Price List API" and cost["fallback_reason"] is None
+    ebs_hourly = 2 * doc["root_volume"]["size"] * 0.08 / 730   # each instance's gp3 root volume, GB-month prorated
+    assert cost["ebs"]["hourly_usd"] == pytest.approx(ebs_hourly, rel=1e-3)
+    assert cost["hourly_usd"] == pytest.approx(2 * 1.006 + ebs_hourly, abs=1e-4)
+    assert cost["total_usd"] == pytest.approx((2 * 1.006 + ebs_hourly) * 1, abs=0.01)   # ttl 1h
 
     added = run.results("Add the stand-in host to group gpu_fleet")["add_host"]
     assert added["host_name"] == "localhost" and added["groups"] == ["gpu_fleet"]
@@ -278,7 +283,9 @@ def test_no_capacity_falls_back_across_zones_then_types(emulator, faulty_aws, tm
     assert doc["root_volume"]["size"] == doc["image"]["snapshot_size"] > 40
     assert {v["Size"] for v in fleet.volumes()} == {doc["image"]["snapshot_size"]}
     assert doc["cost_estimate"]["instances"] == {"g4dn.xlarge": 2}
-    assert doc["cost_estimate"]["hourly_usd"] == pytest.approx(2 * 0.526)
+    assert doc["cost_estimate"]["ec2"]["hourly_usd"] == pytest.approx(2 * 0.526)
+    assert doc["cost_estimate"]["ebs"]["hourly_usd"] == pytest.approx(2 * doc["root_volume"]["size"] * 0.08 / 730,
+                                                                      rel=1e-3)
 
 
 def test_private_fleet_in_two_subnets_has_no_way_in_from_outside_and_is_reached_through_ssm(emulator, aws_env,
