@@ -144,13 +144,14 @@ def _ebs_label(volumes: list[dict[str, Any]]) -> str:
                       for v in volumes) or "no volumes"
 
 
-def _fleet_cost_rows(fleet: dict[str, Any], act: dict[str, Any]) -> list[list[Any]]:
+def _fleet_cost_rows(fleet: dict[str, Any], act: dict[str, Any], totals: list[tuple[Any, Any]]) -> list[list[Any]]:
     est = fleet.get("cost_estimate") or {}
     hours = est.get("hours")
     ec2 = est.get("ec2") or {}
     ec2_prices = ec2.get("prices") or {}
     counts = ", ".join(f"{n} x {t}" for t, n in (est.get("instances") or {}).items()) or "no instances"
     price = ", ".join(f"{t} {_usd(p)}/h" for t, p in (est.get("prices_usd_per_hour") or {}).items()) or "-"
+    totals.append((ec2.get("total_usd", est.get("total_usd")), act["usd"]))
     rows = [[f"EC2 {counts} ({est.get('market')})", f"{_usd(ec2.get('total_usd', est.get('total_usd')))} for {hours} h",
              f"{_usd(act['usd'])} for {act['instance_hours']} instance-hours", price,
              *_source_cells(list(ec2_prices.values()) or [{"source": est.get("price_source"),
@@ -161,6 +162,7 @@ def _fleet_cost_rows(fleet: dict[str, Any], act: dict[str, Any]) -> list[list[An
         ebs_prices = [p for entry in (ebs.get("prices") or {}).values() for p in entry.values()]
         unit = ", ".join(f"{t} {_usd(p['usd'])}/{p['unit']}" for t, entry in (ebs.get("prices") or {}).items()
                          for p in entry.values() if p) or "-"
+        totals.append((ebs.get("total_usd"), act["ebs_usd"]))
         rows.append([f"EBS {ebs.get('instances')} x ({_ebs_label(volumes)})",
                      f"{_usd(ebs.get('total_usd'))} for {hours} h",
                      f"{_usd(act['ebs_usd'])} for {act['instance_hours']} instance-hours", unit,
@@ -175,7 +177,7 @@ def _hours_between(start: Any, end: Any, now: datetime) -> float | None:
     return max(0.0, ((_time(end) or now) - begin).total_seconds() / 3600)
 
 
-def _sagemaker_cost_rows(data: dict[str, Any], now: datetime) -> list[list[Any]]:
+def _sagemaker_cost_rows(data: dict[str, Any], now: datetime, totals: list[tuple[Any, Any]]) -> list[list[Any]]:
     """Training, tuning and endpoint: estimate (max_run, max_jobs, the ttl as bounds) and actual (billable seconds,
     endpoint hours from creation to deletion), priced with sagemaker/prices.json."""
     prices = data.get("sagemaker_prices") or {}
@@ -193,6 +195,8 @@ def _sagemaker_cost_rows(data: dict[str, Any], now: datetime) -> list[list[Any]]
     max_hours = int(train.get("max_run_seconds") or 0) / 3600
     if job:
         billable = job.get("billable_seconds")
+        totals.append((rate * count * max_hours if rate is not None else None,
+                       rate * count * billable / 3600 if rate is not None and billable is not None else None))
         actual = (f"{_usd(rate * count * billable / 3600)} for {billable} billable s x {count}"
                   if rate is not None and billable is not None else "not recorded")
         rows.append([f"SageMaker training job ({label})",
@@ -205,6 +209,8 @@ def _sagemaker_cost_rows(data: dict[str, Any], now: datetime) -> list[list[Any]]
         trials = tuning.get("trials") or []
         seconds = [t.get("billable_seconds") for t in trials]
         jobs = int(tune.get("max_jobs") or 0)
+        totals.append((rate * jobs * max_hours if rate is not None else None,
+                       rate * sum(seconds) / 3600 if rate is not None and trials and None not in seconds else None))
         actual = (f"{_usd(rate * sum(seconds) / 3600)} for {sum(seconds)} billable s of {len(trials)} trials"
                   if rate is not None and trials and None not in seconds
                   else "not recorded (the trials' billable seconds)")
@@ -220,6 +226,8 @@ def _sagemaker_cost_rows(data: dict[str, Any], now: datetime) -> list[list[Any]]
         hours = _hours_between(record.get("created"), record.get("deleted"), now)
         until = "deletion" if record.get("deleted") else "this report (still up)"
         bound = float(endpoint.get("bound_hours") or 0)
+        totals.append((host_rate * n * bound if host_rate is not None else None,
+                       host_rate * n * hours if host_rate is not None and hours is not None else None))
         elabel = (f"{endpoint.get('instance_type')} x {n}"
                   + (f", priced as {endpoint.get('priced_as')}"
                      if endpoint.get("priced_as") != endpoint.get("instance_type") else ""))
@@ -231,10 +239,18 @@ def _sagemaker_cost_rows(data: dict[str, Any], now: datetime) -> list[list[Any]]
     return rows
 
 
+def _total(values: list[Any]) -> str:
+    """The sum of the priced items, saying when some had no price."""
+    known = [float(v) for v in values if v is not None]
+    missing = len(values) - len(known)
+    return f"**{_usd(sum(known))}**" + (f" ({missing} item(s) without a price)" if missing else "")
+
+
 def _cost_section(data: dict[str, Any], now: datetime) -> list[str]:
     est = data["fleet"].get("cost_estimate") or {}
     out = ["## Cost", ""]
-    rows = []
+    rows: list[list[Any]] = []
+    totals: list[tuple[Any, Any]] = []
     if est:
         act = actual_cost(data["fleet"], data["teardown"], now)
         until = "teardown" if act["torn_down"] else "this report (the fleet is still up)"
@@ -242,11 +258,12 @@ def _cost_section(data: dict[str, Any], now: datetime) -> list[str]:
                 f"({est.get('market')}, EC2 and EBS, prices of {est.get('region_priced')} as of "
                 f"{est.get('prices_as_of')}; source: {est.get('price_source')}).",
                 f"- Actual: {act['instance_hours']} instance-hours from launch to {until} = **${act['usd']}**."]
-        rows += _fleet_cost_rows(data["fleet"], act)
+        rows += _fleet_cost_rows(data["fleet"], act, totals)
     else:
         out.append("No estimate for the fleet (no fleet.json).")
-    rows += _sagemaker_cost_rows(data, now)
+    rows += _sagemaker_cost_rows(data, now, totals)
     if rows:
+        rows.append(["**Total**", *(_total([t[i] for t in totals]) for i in (0, 1)), "", "", ""])
         out += ["", *_table(["item", "estimate (USD)", "actual (USD)", "price (USD)", "price source", "price date"],
                             rows)]
     reasons = sorted({r for r in (est.get("fallback_reason"),

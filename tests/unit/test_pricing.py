@@ -166,6 +166,20 @@ def test_report_shows_estimate_and_actual_for_ec2_ebs_and_sagemaker_with_source_
     endpoint = _row(report, "SageMaker endpoint (local x 1, priced as ml.m5.xlarge)")
     assert endpoint[1:] == ["1.84 for 8 h (the ttl)", "0.115 for 0.5000 h, creation to deletion", "0.23/h",
                             pr.table_source(), "2024-06"]
+    estimate = 16.096 + 0.0701 + 0.23 + 2 * 0.23 + 8 * 0.23
+    actual = 4 * 1.006 + round(4 * 0.08 * 40 / 730, 6) + 0.23 * 360 / 3600 + 0.23 * 180 / 3600 + 0.23 / 2
+    total = _row(report, "**Total**")
+    assert total[1:3] == [f"**{round(estimate, 4):g}**", f"**{round(actual, 4):g}**"]
+
+
+def test_report_total_says_when_an_item_has_no_price(tmp_path: Path) -> None:
+    art = _artifacts(tmp_path)
+    prices = json.loads((art / "sagemaker" / "prices.json").read_text())
+    prices["endpoint"]["price"] = None
+    (art / "sagemaker" / "prices.json").write_text(json.dumps(prices))
+    report, _ = render(art)
+    assert _row(report, "SageMaker endpoint")[4:] == ["no price", "-"]
+    assert "(1 item(s) without a price)" in _row(report, "**Total**")[1]
 
 
 def test_report_says_when_prices_came_from_the_dated_table(tmp_path: Path) -> None:
