@@ -13,10 +13,11 @@ description:
     their C(dlfleet:ttl) tag (C(30m), C(8h), C(2d)). With O(expired_only=false) and O(fleet) (teardown) it
     removes everything of that fleet.
   - Security groups carry no creation time; one goes once no live instance and no unexpired key pair of its
-    fleet stays. Training and tuning jobs cannot be deleted; InProgress ones are stopped, and a Stopping one
-    (it still bills) is waited for like them.
-  - Deletes in dependency order, endpoints before their configs and models, instances (waiting for
-    termination) before their volumes and security groups.
+    fleet stays. Training and tuning jobs cannot be deleted; InProgress ones are stopped. A job already Stopping
+    still bills, so it is waited for like them, but it is no change of the module's and is not listed as removed.
+  - Issues every stop, delete and terminate call first (endpoints before their configs and models), then waits
+    for jobs, endpoints and instances together within one O(wait_timeout), then deletes the volumes and security
+    groups the terminated instances held.
   - In check mode it lists what would go and changes nothing.
 options:
   fleet:
@@ -49,7 +50,10 @@ options:
     type: bool
     default: true
   wait_timeout:
-    description: Seconds to wait for instance termination, and for each job or endpoint to end.
+    description:
+      - Seconds to wait for all of it together (instances, jobs and endpoints), not for each.
+      - What has not ended by then is listed in RV(remaining) with its state, with a warning; the module does not
+        fail for it.
     type: int
     default: 600
 extends_documentation_fragment:
@@ -104,6 +108,8 @@ remaining:
     - dlfleet-tagged resources (of O(fleet) when given) still there afterwards.
     - Finished training and tuning jobs (Completed, Failed, Stopped) are not listed; SageMaker keeps them and has
       no call to delete them. An InProgress or Stopping job is listed, as it still bills.
+    - What the wait left unfinished after O(wait_timeout) is listed in its last state (a job C(Stopping), an
+      endpoint C(Deleting), an instance C(shutting-down)), with the volumes and group an instance still holds.
   returned: always
   type: list
   elements: dict
@@ -120,7 +126,9 @@ from ansible.module_utils.dlfleet_cleanup import (
     parse_now,
     remove,
     select,
+    stopping,
     ttl_unreadable,
+    with_unfinished,
 )
 from ansible_collections.amazon.aws.plugins.module_utils.modules import AnsibleAWSModule
 
@@ -163,13 +171,18 @@ def main():
     try:
         found = find_all(ec2, sm, params, now)
         chosen = select(found, params["expired_only"])
-        if chosen and not module.check_mode:
-            remove(ec2, sm, chosen, params["wait"], params["wait_timeout"])
-            remaining = lingering(find_all(ec2, sm, params, now))
+        waiting = stopping(found, params["expired_only"])
+        unfinished = []
+        if (chosen or waiting) and not module.check_mode:
+            unfinished = remove(ec2, sm, chosen, params["wait"], params["wait_timeout"], waiting)
+            remaining = with_unfinished(lingering(find_all(ec2, sm, params, now)), unfinished)
         else:
             remaining = lingering([r for r in found if r not in chosen])
-    except Exception as err:  # botocore errors and waiter timeouts alike
+    except Exception as err:  # botocore errors; a wait that runs out is no error (see remaining)
         module.fail_json_aws(err, msg="Could not reap dlfleet resources")
+    if unfinished:
+        module.warn(f"Still not ended after wait_timeout={params['wait_timeout']} s (they are listed in remaining; "
+                    "run again later): " + ", ".join(f"{r.type} {r.id} ({r.state})" for r in unfinished))
     unreadable = ttl_unreadable([r for r in found if r not in chosen])
     if unreadable and params["expired_only"]:
         module.warn(f"{len(unreadable)} dlfleet resource(s) have a missing or malformed dlfleet:ttl and are never "

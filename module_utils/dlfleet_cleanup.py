@@ -2,7 +2,8 @@
 # dlfleet:ttl tag (the reaper). One paginated, tag-filtered Describe/List per resource type.
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+import time
+from dataclasses import asdict, dataclass, replace
 from datetime import UTC, datetime
 from typing import Any
 
@@ -20,10 +21,10 @@ EC2_TYPES = ("instances", "volumes", "key_pairs", "security_groups")
 SAGEMAKER_TYPES = ("sagemaker_tuning_jobs", "sagemaker_training_jobs", "sagemaker_endpoints",
                    "sagemaker_endpoint_configs", "sagemaker_models")
 # Jobs bill while they run; a finished one (Completed, Failed, Stopped) is a record with no delete and no cost.
-# A Stopping one still bills until SageMaker has stopped it: it is waited for, and left behind until then.
+# An InProgress one is stopped. A Stopping one still bills until SageMaker has stopped it: it is waited for (no
+# change of ours), and left behind until then.
 JOB_TYPES = ("sagemaker_tuning_jobs", "sagemaker_training_jobs")
 JOB_DONE = ("Completed", "Failed", "Stopped")
-JOB_RUNNING = ("InProgress", "Stopping")
 ALL_TYPES = EC2_TYPES + SAGEMAKER_TYPES
 LIVE_INSTANCE_STATES = ["pending", "running", "stopping", "stopped"]
 NOT_FOUND = {
@@ -144,12 +145,12 @@ def find_sagemaker(sm, fleet: str | None, now: datetime, types: list[str]) -> li
 
 
 def select(resources: list[Resource], expired_only: bool) -> list[Resource]:
-    """What goes. A security group carries no creation time: it goes with its fleet, once no live
+    """What goes, each a change. A security group carries no creation time: it goes with its fleet, once no live
     instance of that fleet stays and no unexpired key pair of that fleet stays."""
     chosen = [r for r in resources if r.type != "security_groups" and (r.expired or not expired_only)]
-    # only a running job is stopped (a finished one has nothing to stop), by age or with its fleet; a Stopping
-    # one is chosen too, to be waited for
-    chosen = [r for r in chosen if r.type not in JOB_TYPES or r.state in JOB_RUNNING]
+    # only a running job is stopped, by age or with its fleet: a finished one has nothing to stop, and a Stopping
+    # one is on its way already (waited for, see stopping(), but no change of ours)
+    chosen = [r for r in chosen if r.type not in JOB_TYPES or r.state == "InProgress"]
     going = {(r.type, r.id) for r in chosen}
     staying_fleets = {
         r.fleet for r in resources
@@ -159,6 +160,13 @@ def select(resources: list[Resource], expired_only: bool) -> list[Resource]:
     return chosen
 
 
+def stopping(resources: list[Resource], expired_only: bool) -> list[Resource]:
+    """Jobs already Stopping that select() would otherwise have stopped: there is nothing to call, but they bill
+    until SageMaker has stopped them, so they are waited for (and left behind while they stop)."""
+    return [r for r in resources
+            if r.type in JOB_TYPES and r.state == "Stopping" and (r.expired or not expired_only)]
+
+
 def lingering(resources: list[Resource]) -> list[Resource]:
     """Of `resources`, those still to be removed: a finished training or tuning job (Completed, Failed, Stopped)
     is a record SageMaker keeps, with no delete and no cost, so it never counts as left behind; an InProgress or
@@ -166,12 +174,24 @@ def lingering(resources: list[Resource]) -> list[Resource]:
     return [r for r in resources if not (r.type in JOB_TYPES and r.state in JOB_DONE)]
 
 
-def _ignore_missing(call, **kwargs) -> None:
+def with_unfinished(remaining: list[Resource], unfinished: list[Resource]) -> list[Resource]:
+    """`remaining` (found again after removal) with what the wait left unfinished, in its last state: an
+    instance still shutting down is no longer listed as live, but its volumes and group stay until it is gone."""
+    last = {(r.type, r.id): r for r in unfinished}
+    merged = [last.pop((r.type, r.id), r) for r in remaining]
+    return merged + list(last.values())
+
+
+def _ignore_missing(call, also: tuple[str, ...] = (), **kwargs) -> bool:
+    """Calls `call`; False when AWS says the resource is gone already or answers one of the codes `also`."""
     try:
         aws_retry(call)(**kwargs)
     except Exception as err:
+        if error_code(err) in also:
+            return False
         if error_code(err) not in NOT_FOUND:
             raise
+    return True
 
 
 def _detached(ec2, volume_ids: list[str]) -> list[str]:
@@ -188,71 +208,110 @@ def _detached(ec2, volume_ids: list[str]) -> list[str]:
     return [v["VolumeId"] for v in volumes if v["State"] == "available"]
 
 
-# SageMaker has no waiter for a stopped tuning job, and its training-job waiter fails on Failed: one of our own
-# for each, done when the job is Completed, Failed or Stopped.
-_JOB_WAITERS = {
-    "sagemaker_tuning_jobs": ("DescribeHyperParameterTuningJob", "HyperParameterTuningJobName",
+# One deadline for everything waited on. botocore's waiters wait for one resource at a time, each with attempts of
+# its own: one stuck job would hold the rest, instances included, for its whole timeout, and then raise. Instead
+# each round asks once for the state of whatever is still pending, until all is done or the deadline has passed.
+POLL_DELAY = 5
+_clock = time.monotonic
+_sleep = time.sleep
+
+_JOB_DESCRIBE = {
+    "sagemaker_tuning_jobs": ("describe_hyper_parameter_tuning_job", "HyperParameterTuningJobName",
                               "HyperParameterTuningJobStatus"),
-    "sagemaker_training_jobs": ("DescribeTrainingJob", "TrainingJobName", "TrainingJobStatus"),
+    "sagemaker_training_jobs": ("describe_training_job", "TrainingJobName", "TrainingJobStatus"),
 }
 
 
-def _job_waiter(sm, rtype: str, delay: int, attempts: int):
-    from botocore.waiter import WaiterModel, create_waiter_with_client
-
-    operation, _, status_key = _JOB_WAITERS[rtype]
-    model = WaiterModel({"version": 2, "waiters": {"JobEnded": {
-        "operation": operation, "delay": delay, "maxAttempts": attempts,
-        "acceptors": [{"matcher": "path", "argument": status_key, "expected": status, "state": "success"}
-                      for status in JOB_DONE]}}})
-    return create_waiter_with_client("JobEnded", model, sm)
-
-
-def _wait_sagemaker(sm, by_type: dict[str, list[Resource]], wait_timeout: int) -> None:
-    """Until every stopped job has ended and every deleted endpoint is gone: until then they bill."""
-    delay = 5
-    attempts = max(1, wait_timeout // delay)
-    for rtype, (_, name_key, _) in _JOB_WAITERS.items():
-        for res in by_type[rtype]:
-            _job_waiter(sm, rtype, delay, attempts).wait(**{name_key: res.id})
-    for res in by_type["sagemaker_endpoints"]:
-        sm.get_waiter("endpoint_deleted").wait(EndpointName=res.id,
-                                               WaiterConfig={"Delay": delay, "MaxAttempts": attempts})
+def _describe(call, **kwargs) -> dict[str, Any] | None:
+    """The answer of a Describe call, or None when AWS no longer knows the resource."""
+    try:
+        return aws_retry(call)(**kwargs)
+    except Exception as err:
+        if error_code(err) not in NOT_FOUND:
+            raise
+    return None
 
 
-def remove(ec2, sm, chosen: list[Resource], wait: bool, wait_timeout: int) -> None:
-    """Delete in dependency order: jobs and endpoints first, instances before their volumes and groups. With
-    `wait`, wait until stopped jobs have ended, deleted endpoints are gone and instances are terminated."""
+def _sagemaker_state(sm, res: Resource) -> str | None:
+    """The status of a stopped job until it has ended, of a deleted endpoint until it is gone; then None."""
+    if res.type == "sagemaker_endpoints":
+        endpoint = _describe(sm.describe_endpoint, EndpointName=res.id)
+        return endpoint["EndpointStatus"] if endpoint else None
+    operation, name_key, status_key = _JOB_DESCRIBE[res.type]
+    job = _describe(getattr(sm, operation), **{name_key: res.id})
+    return job[status_key] if job and job[status_key] not in JOB_DONE else None
+
+
+def _instance_states(ec2, instance_ids: list[str]) -> dict[str, str]:
+    """The state of each of `instance_ids` not yet terminated (one AWS no longer lists is gone)."""
+    if not instance_ids:
+        return {}
+    reservations = _paginate(ec2, "describe_instances", "Reservations",
+                             Filters=[{"Name": "instance-id", "Values": instance_ids}])
+    return {inst["InstanceId"]: inst["State"]["Name"] for res in reservations for inst in res["Instances"]
+            if inst["State"]["Name"] != "terminated"}
+
+
+def _still_pending(ec2, sm, pending: list[Resource]) -> list[Resource]:
+    states = _instance_states(ec2, [r.id for r in pending if r.type == "instances"])
+    left = []
+    for res in pending:
+        state = states.get(res.id) if res.type == "instances" else _sagemaker_state(sm, res)
+        if state is not None:
+            left.append(replace(res, state=state))
+    return left
+
+
+def wait_all(ec2, sm, pending: list[Resource], wait_timeout: int) -> list[Resource]:
+    """Waits, within one `wait_timeout` for all of them together, until stopped jobs have ended, deleted endpoints
+    are gone and terminated instances are terminated. Returns those that were not when it ran out, in their
+    last state; it never raises for a resource that takes too long."""
+    deadline = _clock() + wait_timeout
+    while True:
+        pending = _still_pending(ec2, sm, pending)
+        now = _clock()
+        if not pending or now >= deadline:
+            return pending
+        _sleep(min(POLL_DELAY, deadline - now))
+
+
+def remove(ec2, sm, chosen: list[Resource], wait: bool, wait_timeout: int,
+           already_stopping: list[Resource] | None = None) -> list[Resource]:
+    """Every stop, delete and terminate call first (a tuning job before the training jobs it starts, endpoints
+    before their configs and models), so that nothing bills longer than it must; then, with `wait`, one wait
+    (wait_all) for the jobs, `already_stopping` included, the endpoints and the instances together; then the
+    detached volumes, the key pairs, and the security groups of fleets whose instances are gone. Returns what the
+    wait left unfinished, in its last state (empty without `wait`)."""
     by_type: dict[str, list[Resource]] = {t: [] for t in ALL_TYPES}
     for res in chosen:
         by_type[res.type].append(res)
-    for res in by_type["sagemaker_tuning_jobs"]:   # first: a tuning job starts training jobs while it runs
-        if res.state == "InProgress":
-            _ignore_missing(sm.stop_hyper_parameter_tuning_job, HyperParameterTuningJobName=res.id)
+    for res in by_type["sagemaker_tuning_jobs"]:
+        _ignore_missing(sm.stop_hyper_parameter_tuning_job, HyperParameterTuningJobName=res.id)
     for res in by_type["sagemaker_training_jobs"]:
-        if res.state == "InProgress":
-            _ignore_missing(sm.stop_training_job, TrainingJobName=res.id)
+        _ignore_missing(sm.stop_training_job, TrainingJobName=res.id)
     for res in by_type["sagemaker_endpoints"]:
         _ignore_missing(sm.delete_endpoint, EndpointName=res.id)
     for res in by_type["sagemaker_endpoint_configs"]:
         _ignore_missing(sm.delete_endpoint_config, EndpointConfigName=res.id)
     for res in by_type["sagemaker_models"]:
         _ignore_missing(sm.delete_model, ModelName=res.id)
-    if wait and sm is not None:
-        _wait_sagemaker(sm, by_type, wait_timeout)
     instance_ids = [r.id for r in by_type["instances"]]
     if instance_ids:
         aws_retry(ec2.terminate_instances)(InstanceIds=instance_ids)
-        if wait:
-            delay = 5
-            ec2.get_waiter("instance_terminated").wait(
-                InstanceIds=instance_ids, WaiterConfig={"Delay": delay, "MaxAttempts": max(1, wait_timeout // delay)})
+    unfinished: list[Resource] = []
+    if wait:
+        watched = [*by_type["sagemaker_tuning_jobs"], *by_type["sagemaker_training_jobs"], *(already_stopping or []),
+                   *by_type["sagemaker_endpoints"], *by_type["instances"]]
+        unfinished = wait_all(ec2, sm, watched, wait_timeout)
     for volume_id in _detached(ec2, [r.id for r in by_type["volumes"]]):
         _ignore_missing(ec2.delete_volume, VolumeId=volume_id)
     for res in by_type["key_pairs"]:
         _ignore_missing(ec2.delete_key_pair, KeyName=res.id)
+    held = {r.fleet for r in unfinished if r.type == "instances"}
     for res in by_type["security_groups"]:
-        _ignore_missing(ec2.delete_security_group, GroupId=res.id)
+        if res.fleet not in held:   # else its instances still use it: it stays, and is listed as remaining
+            _ignore_missing(ec2.delete_security_group, also=("DependencyViolation",), GroupId=res.id)
+    return unfinished
 
 
 def as_dicts(resources: list[Resource], region: str | None = None) -> list[dict[str, Any]]:

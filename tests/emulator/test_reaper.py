@@ -247,40 +247,61 @@ def test_a_running_tuning_job_past_its_ttl_in_a_second_region_is_stopped(emulato
     assert swept["remaining"] == [] and swept.get("changed") is False, swept
 
 
-def test_teardown_stops_running_jobs_and_removes_endpoints_in_every_recorded_region(emulator, aws_env, two_fleets,
-                                                                                    tmp_path):
-    """A run cut short leaves a tuning job and a training job InProgress in eu-west-1 (recorded under
-    .run/regions/) and an endpoint, its config and model in us-east-1 (dlfleet_region). teardown.yml stops the
-    jobs, waits until they have ended, deletes the endpoint, config and model, and its nothing-left check passes;
-    the emulator's listings agree. Other fleets are untouched, and a second teardown changes nothing."""
+def test_teardown_acts_in_the_runs_region_only_and_leaves_the_same_fleet_name_elsewhere(emulator, aws_env,
+                                                                                        two_fleets, tmp_path):
+    """A run cut short leaves, in its own region (us-east-1, dlfleet_region), a tuning job and a training job
+    InProgress beside its instances, volume, key pair, group, endpoint, config and model. teardown.yml stops the
+    jobs, terminates the instances, waits until all has ended, removes the rest, and its nothing-left check passes;
+    the emulator's listings agree. Another run's fleet of the same name in eu-west-1 (recorded under .run/regions/
+    for the reaper) keeps its running tuning job, instance, key pair, group and volume: teardown never looks there.
+    Other fleets are untouched, and a second teardown changes nothing."""
     fleet, far = "tear-sm", "eu-west-1"
-    _running_jobs(emulator, far, fleet, "tear-sm-tune", "tear-sm-train")
-    _make_fleet(emulator, fleet, "8h")   # instances, volume, key pair, group, and the endpoint parts in us-east-1
-    far_sm = emulator.client("sagemaker", far)
-    assert far_sm.describe_training_job(TrainingJobName="tear-sm-train")["TrainingJobStatus"] == "InProgress"
+    _running_jobs(emulator, "us-east-1", fleet, "tear-sm-tune", "tear-sm-train")
+    _make_fleet(emulator, fleet, "8h")   # instances, volume, key pair, group, and the endpoint parts
+    _running_jobs(emulator, far, fleet, "tear-sm-tune")   # the same names, another run's, in another region
+    far_ec2 = emulator.client("ec2", far)
+    image = far_ec2.describe_images(Owners=["amazon"])["Images"][0]["ImageId"]
+    far_instance = far_ec2.run_instances(ImageId=image, InstanceType="g5.xlarge", MinCount=1, MaxCount=1,
+                                         TagSpecifications=_tags(fleet, "8h", "instance"))["Instances"][0]["InstanceId"]
+    far_fleet = _far_fleet(emulator, fleet, far, "8h")
+    sm, far_sm = emulator.client("sagemaker"), emulator.client("sagemaker", far)
+    assert sm.describe_training_job(TrainingJobName="tear-sm-train")["TrainingJobStatus"] == "InProgress"
     run_dir = tmp_path / "run"
     (run_dir / "regions").mkdir(parents=True)
     (run_dir / "regions" / far).write_text("")
     extra = {"dlfleet_fleet_name": fleet, "dlfleet_run": fleet, "dlfleet_run_dir": str(run_dir),
-             "dlfleet_artifacts_dir": str(tmp_path / "artifacts"), "provision_wait_timeout": 120}
+             "dlfleet_region": "us-east-1", "dlfleet_artifacts_dir": str(tmp_path / "artifacts"),
+             "provision_wait_timeout": 120}
+
+    def far_state() -> dict[str, object]:
+        running = far_ec2.describe_instances(InstanceIds=[far_instance])["Reservations"][0]["Instances"][0]
+        return {**_far_left(emulator, fleet, far), "instance": running["State"]["Name"],
+                "tuning": far_sm.describe_hyper_parameter_tuning_job(
+                    HyperParameterTuningJobName="tear-sm-tune")["HyperParameterTuningJobStatus"]}
+
+    untouched = {"key_pairs": 1, "security_groups": 1, "volumes": 1, "instance": "running", "tuning": "InProgress"}
+    assert far_state() == untouched
 
     torn = run_playbook("playbooks/teardown.yml", extra_vars=extra, env=aws_env)
     assert torn.rc == 0, torn.stdout[-3000:]
-    by_region = {r["item"]: r for r in torn.results("Remove every resource tagged with the fleet, in each region")[
-        "results"]}
-    assert sorted(by_region) == [far, "us-east-1"]
-    assert {(r["type"], r["id"], r["region"]) for r in by_region[far]["removed"]} == {
-        ("sagemaker_tuning_jobs", "tear-sm-tune", far), ("sagemaker_training_jobs", "tear-sm-train", far)}
-    assert {r["type"] for r in by_region["us-east-1"]["removed"]} >= {
-        "sagemaker_endpoints", "sagemaker_endpoint_configs", "sagemaker_models", "instances"}
+    result = torn.results("Remove every resource tagged with the fleet in the run's region")
+    assert {r["region"] for r in result["removed"]} == {"us-east-1"} and result["remaining"] == []
+    assert {(r["type"], r["id"]) for r in result["removed"]} >= {
+        ("sagemaker_tuning_jobs", "tear-sm-tune"), ("sagemaker_training_jobs", "tear-sm-train"),
+        ("sagemaker_endpoints", "tear-sm-ep"), ("sagemaker_endpoint_configs", "tear-sm-cfg"),
+        ("sagemaker_models", "tear-sm-model")}
+    assert {r["type"] for r in result["removed"]} >= {"instances", "volumes", "key_pairs", "security_groups"}
     # the emulator's own listings: the jobs are Stopped records, the endpoint parts and the fleet are gone
-    assert far_sm.describe_hyper_parameter_tuning_job(
+    assert sm.describe_hyper_parameter_tuning_job(
         HyperParameterTuningJobName="tear-sm-tune")["HyperParameterTuningJobStatus"] == "Stopped"
-    assert far_sm.describe_training_job(TrainingJobName="tear-sm-train")["TrainingJobStatus"] == "Stopped"
+    assert sm.describe_training_job(TrainingJobName="tear-sm-train")["TrainingJobStatus"] == "Stopped"
     assert set(_live(emulator, fleet).values()) == {0}
+    # the same fleet name in eu-west-1 is another run's: nothing of it was stopped or removed
+    assert far_state() == untouched and far_fleet["group"] not in {r["id"] for r in result["removed"]}
     assert _live(emulator, FLEET_OLD)["instances"] == 2 and _live(emulator, FLEET_NEW)["endpoints"] == 1
 
     again = run_playbook("playbooks/teardown.yml", extra_vars=extra, env=aws_env)
     assert again.rc == 0, again.stdout[-3000:]
-    assert not any(r.get("changed") for r in again.results(
-        "Remove every resource tagged with the fleet, in each region")["results"])
+    repeat = again.results("Remove every resource tagged with the fleet in the run's region")
+    assert repeat.get("changed") is False and repeat["removed"] == [] and repeat["remaining"] == [], repeat
+    assert far_state() == untouched
