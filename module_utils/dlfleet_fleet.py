@@ -350,9 +350,11 @@ def create_tags(ec2, ids: list[str], tags: dict[str, str]) -> None:
         consistent_retry(ec2.create_tags)(Resources=batch, Tags=tag_list(tags))
 
 
-def wait_for(ec2, waiter_name: str, ids: list[str], timeout: int, batch: int = 1000, **params: Any) -> None:
-    """A boto3 waiter over `ids`, in batches, within `timeout` seconds overall."""
-    deadline = time.monotonic() + timeout
+def wait_for(ec2, waiter_name: str, ids: list[str], timeout: int, batch: int = 1000, deadline: float | None = None,
+             **params: Any) -> None:
+    """A boto3 waiter over `ids`, in batches, within `timeout` seconds overall (or until `deadline`, a
+    time.monotonic() shared by several waits)."""
+    deadline = time.monotonic() + timeout if deadline is None else deadline
     for chunk in _batches(sorted(ids), batch):
         remaining = max(1, int(deadline - time.monotonic()))
         waiter = ec2.get_waiter(waiter_name)
@@ -378,11 +380,12 @@ def describe_ssm_ping(ssm, ids: list[str]) -> dict[str, str]:
     return status
 
 
-def wait_for_ssm_online(ssm, ids: list[str], timeout: int) -> list[str]:
-    """Poll DescribeInstanceInformation until every instance's SSM agent reports PingStatus Online."""
+def wait_for_ssm_online(ssm, ids: list[str], timeout: int, deadline: float | None = None) -> list[str]:
+    """Poll DescribeInstanceInformation until every instance's SSM agent reports PingStatus Online, within `timeout`
+    seconds (or until `deadline`, a time.monotonic() shared by several waits)."""
     if not ids:
         return []
-    deadline = time.monotonic() + timeout
+    deadline = time.monotonic() + timeout if deadline is None else deadline
     while True:
         status = describe_ssm_ping(ssm, ids)
         waiting = [i for i in ids if status.get(i) != "Online"]
@@ -779,14 +782,17 @@ def ensure_present(ec2, launch_ec2, spec: FleetSpec, check_mode: bool, ssm=None)
     for inst in stale:
         current[inst["InstanceId"]] = {**inst, "Tags": tag_list({**tag_dict(inst.get("Tags")), **desired})}
 
+    # wait_timeout is the time for every wait of this run together: one deadline.
+    deadline = time.monotonic() + spec.wait_timeout
     if result["started"]:
         if by_state["stopping"]:
-            wait_for(ec2, "instance_stopped", by_state["stopping"], spec.wait_timeout)
+            wait_for(ec2, "instance_stopped", by_state["stopping"], spec.wait_timeout, deadline=deadline)
         _set_states(current, start_instances(ec2, result["started"]))
     if spec.state == "stopped":
         result["stopped"] += result["launched"]
         if result["stopped"]:
-            wait_for(ec2, "instance_running", by_state["pending"] + result["launched"], spec.wait_timeout)
+            wait_for(ec2, "instance_running", by_state["pending"] + result["launched"], spec.wait_timeout,
+                     deadline=deadline)
             _set_states(current, stop_instances(ec2, result["stopped"]))
 
     refresh: set[str] = set()
@@ -796,16 +802,16 @@ def ensure_present(ec2, launch_ec2, spec: FleetSpec, check_mode: bool, ssm=None)
             if coming_up:
                 # One waiter for both conditions: with IncludeAllInstances an instance is "ok" only once running.
                 wait_for(ec2, "instance_status_ok", coming_up, spec.wait_timeout, batch=STATUS_BATCH,
-                         IncludeAllInstances=True)
+                         deadline=deadline, IncludeAllInstances=True)
                 _set_states(current, {i: "running" for i in coming_up})
         elif result["stopped"]:
-            wait_for(ec2, "instance_stopped", result["stopped"], spec.wait_timeout)
+            wait_for(ec2, "instance_stopped", result["stopped"], spec.wait_timeout, deadline=deadline)
             _set_states(current, {i: "stopped" for i in result["stopped"]})
         if result["terminated"]:
-            wait_for(ec2, "instance_terminated", result["terminated"], spec.wait_timeout)
+            wait_for(ec2, "instance_terminated", result["terminated"], spec.wait_timeout, deadline=deadline)
         if spec.wait_for_ssm and spec.state in ("present", "running"):
             up = sorted(i for i, inst in current.items() if inst.get("State", {}).get("Name") in ("pending", "running"))
-            result["ssm_online"] = wait_for_ssm_online(ssm, up, spec.wait_timeout)
+            result["ssm_online"] = wait_for_ssm_online(ssm, up, spec.wait_timeout, deadline=deadline)
         # Re-read only what this run cannot know: addresses that come after launch, and change on start/stop.
         refresh = {*result["started"], *result["stopped"],
                    *(i["InstanceId"] for i in launched if not _has_addresses(i))}

@@ -21,9 +21,11 @@ from typing import Any
 
 import yaml
 from ansible import context
-from ansible.errors import AnsibleFilterError
+from ansible.errors import AnsibleError, AnsibleFilterError
+from ansible.module_utils.common.text.converters import to_text
 from ansible.parsing.dataloader import DataLoader
-from ansible.utils.vars import load_extra_vars
+from ansible.parsing.splitter import parse_kv
+from ansible.parsing.vault import VaultSecretsContext
 
 PROJECT = Path(__file__).resolve().parents[2]
 FLEET_TAG = "dlfleet:fleet"
@@ -44,18 +46,66 @@ def _problems(name: str, value: Any) -> list[str]:
     return rules.name_problems({name: value})
 
 
-def _extra_vars() -> dict[str, Any]:
-    """The extra vars of this run (-e), parsed as Ansible parses them for the plays."""
-    return load_extra_vars(DataLoader()) if context.CLIARGS else {}
+def _loader() -> DataLoader:
+    """A loader with this run's vault secrets (--ask-vault-pass, --vault-password-file), when it has any."""
+    loader = DataLoader()
+    secrets = VaultSecretsContext.current(optional=True)
+    if secrets is not None:
+        loader.set_vault_secrets(secrets.secrets)
+    return loader
+
+
+def _extra_vars() -> list[tuple[str, Any]]:
+    """The -e arguments of this run in order, each parsed as Ansible parses it for the plays: (argument, its
+    variables), or (argument, the error) for an @file that cannot be read here (encrypted with no vault secret
+    given, missing). Ansible's own load_extra_vars stops at such a file and would make the whole source fail."""
+    if not context.CLIARGS:
+        return []
+    loader = _loader()
+    out: list[tuple[str, Any]] = []
+    for arg in context.CLIARGS.get("extra_vars", ()) or ():
+        arg = to_text(arg, errors="surrogate_or_strict")
+        if not arg:
+            continue
+        if arg.startswith("@"):
+            try:
+                data = loader.load_from_file(arg[1:])
+            except AnsibleError as err:
+                out.append((arg, err))
+                continue
+        elif arg[0] in "[{":
+            data = loader.load(arg)
+        else:
+            data = parse_kv(arg)
+        out.append((arg, data if isinstance(data, Mapping) else {}))
+    return out
+
+
+def _from_extra_vars(name: str) -> tuple[bool, Any]:
+    """(True, value) when an -e argument sets `name` (the last one wins, as for the plays), else (False, None). An
+    @file that cannot be read fails, unless a later plain -e sets `name`: it might set `name` itself."""
+    found, value, unread = False, None, None
+    for arg, data in _extra_vars():
+        if isinstance(data, Exception):
+            unread = (arg, data)
+        elif name in data:
+            found, value, unread = True, data[name], None
+    if unread is not None:
+        arg, err = unread
+        raise AnsibleFilterError(
+            f"{name}: the extra vars file {arg} cannot be read while the inventory is parsed ({err}), and it may set "
+            f"{name}. Give -e dlfleet_region=... -e dlfleet_fleet_name=... as plain values after it (or the vault "
+            f"password with --ask-vault-pass / --vault-password-file). No EC2 instance was looked up.")
+    return found, value
 
 
 def inventory_setting(name: str, vars_file: str) -> str:
     """`name` as the plays will see it: -e when given, else its value in `vars_file` (relative to the project root),
     checked as a fleet/run name or a region. An error names the variable and what to do; the inventory source then
-    fails and lists no host."""
-    extra = _extra_vars()
-    if name in extra:
-        value, origin = extra[name], "-e"
+    fails (and with ansible.cfg's any_unparsed_is_failed, so does the run)."""
+    given, given_value = _from_extra_vars(name)
+    if given:
+        value, origin = given_value, "-e"
     else:
         path = Path(vars_file) if Path(vars_file).is_absolute() else PROJECT / vars_file
         try:
@@ -95,7 +145,9 @@ def _placement(hostvars: Mapping[str, Any]) -> dict[str, Any] | None:
     if hostvars.get("instance_id") and isinstance(hostvars.get("placement"), Mapping):
         placement = hostvars["placement"]
         tags = hostvars.get("tags") or {}
-        region = placement.get("region") or _region_of_zone(placement.get("availability_zone") or "")
+        # the zone, as for the record above: aws_ec2's placement.region is the zone less its letter, which for a
+        # Local Zone (us-west-2-lax-1a) is us-west-2-lax-1, no region
+        region = _region_of_zone(placement.get("availability_zone") or "") or placement.get("region") or ""
         return {"fleet": tags.get(FLEET_TAG, ""), "region": region, "instance_id": hostvars["instance_id"],
                 "source": "aws_ec2 hostvars"}
     return None

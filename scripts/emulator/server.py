@@ -35,6 +35,7 @@ HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 
 import pricing  # noqa: E402  (a sibling module: importable once HERE is on the path; imports no moto)
+import ssm_agents  # noqa: E402  (a sibling module, as pricing; imports moto only in install())
 
 STATE_FILE = "state.pickle"
 DEFAULT_ACCOUNT = "123456789012"
@@ -368,6 +369,7 @@ class Emulator:
         seed.install()
         pricing.install()
         install_extensions()
+        ssm_agents.install()   # after the module_utils extensions: it wraps their RunInstances patch
         state_path = self.state_dir / STATE_FILE
         if self.persist and state_path.exists():
             try:

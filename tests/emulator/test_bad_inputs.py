@@ -284,6 +284,12 @@ CASES: list[Case] = [
     Case("provision-count-that-is-not-a-number", "playbook",
          ("playbooks/provision.yml", {"provision_instance_count": "2x"}),
          ("provision_instance_count='2x' is not a whole number", "digits only"), absent=("run", "artifacts")),
+    # no subnets: the default VPC, no public address and no route to Systems Manager; the SSM wait would spin
+    Case("provision-private-fleet-without-subnets", "playbook",
+         ("playbooks/provision.yml", {"provision_private_fleet": True, "provision_subnet_ids": [],
+                                      "provision_iam_instance_profile": "dlfleet-instance-ssm"}),
+         ("provision_private_fleet=true needs provision_subnet_ids", "list subnets that reach Systems Manager"),
+         absent=("run", "artifacts"), not_in=("provision_iam_instance_profile", "provision_ssh_cidr")),
     Case("provision-fleet-name-with-a-wildcard", "playbook",
          ("playbooks/provision.yml", {"dlfleet_fleet_name": "bystande?"}),
          ("fleet name 'bystande?' is not allowed", "letters, digits and hyphens"), absent=("run", "artifacts")),

@@ -110,17 +110,35 @@ def test_the_aws_inventory_and_the_plays_hold_one_fleet_in_one_region(emulator, 
 def test_a_wildcard_or_a_bad_region_matches_nothing_and_says_why(emulator, fleets):
     for pairs, fragment in (({"dlfleet_fleet_name": "f*"}, "fleet name 'f*' is not allowed"),
                             ({"dlfleet_fleet_name": "fa", "dlfleet_region": "eu-*"}, "not an AWS region name")):
-        proc, inv = _inventory(emulator, pairs)
+        proc, _ = _inventory(emulator, pairs)
+        assert proc.returncode != 0, proc.stdout
         assert fragment in proc.stderr and "No EC2 instance was looked up" in proc.stderr, proc.stderr
-        assert inv.get("gpu_fleet", {}).get("hosts", []) == [] and not inv.get("_meta", {}).get("hostvars"), inv
-    assert _list_hosts(emulator, "playbooks/train.yml", {"dlfleet_fleet_name": "f?",
-                                                         "dlfleet_region": "eu-west-1"}) == [["localhost"], []]
-    # Run alone, the playbook fails on the name (an empty group would otherwise end green having done nothing).
+    # A playbook stops at the inventory (ansible.cfg: any_unparsed_is_failed), before any play: an empty group would
+    # otherwise end green having done nothing.
     run = run_playbook("playbooks/train.yml", env=ansible_env(emulator.env), args=["-i", "inventory/aws"],
                        extra_vars={"dlfleet_fleet_name": "f?", "dlfleet_region": "eu-west-1"}, timeout=300)
-    assert run.rc != 0 and [task for task, _, _ in run.all_results()] == ["Check the fleet and region names"], \
-        run.stdout[-3000:]
-    assert "fleet name 'f?' is not allowed" in run.all_results()[0][2]["msg"]
+    assert run.rc != 0 and run.all_results() == [], run.stdout[-3000:]
+    assert "fleet name 'f?' is not allowed" in run.stdout + run.stderr, run.stderr[-3000:]
+
+
+def test_an_encrypted_extra_vars_file_reaches_the_inventory_with_the_runs_vault_password(emulator, fleets,
+                                                                                         tmp_path: Path):
+    """-e @vault.yml with --vault-password-file: the inventory reads the fleet and region from the encrypted file
+    as the plays do (it once could not, and listed no host)."""
+    password = tmp_path / "vault-password"
+    password.write_text("s3cret\n")
+    password.chmod(0o600)
+    vault = tmp_path / "vault.yml"
+    vault.write_text("dlfleet_fleet_name: fb\ndlfleet_region: eu-west-1\n")
+    subprocess.run([str(ROOT / ".venv/bin/ansible-vault"), "encrypt", "--vault-password-file", str(password),
+                    str(vault)], cwd=ROOT, env=ansible_env(), check=True, capture_output=True, timeout=120)
+    assert vault.read_text().startswith("$ANSIBLE_VAULT")
+    proc = subprocess.run([str(ROOT / ".venv/bin/ansible-inventory"), "-i", "inventory/aws", "--list",
+                           "-e", f"@{vault}", "--vault-password-file", str(password)],
+                          cwd=ROOT, env=ansible_env(emulator.env), capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr
+    hostvars = _plain(json.loads(proc.stdout)["_meta"]["hostvars"])
+    assert sorted(h["instance_id"] for h in hostvars.values()) == [fleets[("eu-west-1", "fb")][0]["InstanceId"]]
 
 
 @pytest.mark.parametrize("playbook", ["playbooks/configure.yml", "playbooks/train.yml"])
@@ -157,16 +175,40 @@ def test_a_mixed_group_stops_the_play_before_any_task(emulator, fleets, tmp_path
     assert len(run.data["plays"]) == 2, [p["play"]["name"] for p in run.data["plays"]]
 
 
-def test_host_keys_are_accepted_once_and_kept_per_region_and_fleet(emulator, fleets):
-    """The SSH options each host of gpu_fleet gets, as Ansible templates them (debug connects to nothing)."""
+def _connection_settings(emulator, pairs: dict[str, str]) -> dict[str, object]:
+    """The connection settings of the one host of fleet fb in eu-west-1, as Ansible templates them for it (debug
+    connects to nothing)."""
+    probe = "[ansible_ssh_common_args,ansible_python_interpreter,ansible_connection]"
     proc = subprocess.run([str(ROOT / ".venv/bin/ansible"), "-i", "inventory/aws", "gpu_fleet", "-m",
-                           "ansible.builtin.debug", "-a", "var=ansible_ssh_common_args",
-                           *_extra({"dlfleet_fleet_name": "fb", "dlfleet_region": "eu-west-1"})],
+                           "ansible.builtin.debug", "-a", f"var={probe}",
+                           *_extra({"dlfleet_fleet_name": "fb", "dlfleet_region": "eu-west-1", **pairs})],
                           cwd=ROOT, env=ansible_env({**emulator.env, "ANSIBLE_STDOUT_CALLBACK": "json"}),
                           capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stdout + proc.stderr
     hosts = json.loads(proc.stdout[proc.stdout.find("{"):])["plays"][0]["tasks"][0]["hosts"]
     assert len(hosts) == 1
-    args = shlex.split(next(iter(hosts.values()))["ansible_ssh_common_args"])
+    common_args, python, connection = next(iter(hosts.values()))[probe]
+    return {"args": shlex.split(common_args), "python": python, "connection": connection}
+
+
+def test_host_keys_python_and_connection_of_the_fleet_found_later(emulator, fleets, tmp_path: Path):
+    """A later run on inventory/aws: host keys are accepted once, kept per region and fleet and filed under the
+    instance id (an address reused by another instance is a new host, not a changed key); the hosts use
+    provision_python_interpreter when it is named; a fleet that fleet.json records as private is reached through
+    SSM without -e provision_private_fleet=true, and a record of another fleet changes nothing."""
+    [host] = fleets[("eu-west-1", "fb")]
     known = ROOT / ".run/keys/eu-west-1/fb.known_hosts"
-    assert args == ["-o", "StrictHostKeyChecking=accept-new", "-o", f'UserKnownHostsFile="{known}"'], args
+    keys = ["-o", "StrictHostKeyChecking=accept-new", "-o", f'UserKnownHostsFile="{known}"',
+            "-o", f"HostKeyAlias={host['InstanceId']}"]
+    runs = {}
+    for name, fleet in (("other", "fa"), ("this", "fb")):
+        artifacts = tmp_path / name
+        artifacts.mkdir()
+        (artifacts / "fleet.json").write_text(json.dumps({"fleet": fleet, "region": "eu-west-1",
+                                                          "private_fleet": True, "ssm_bucket": "b"}))
+        runs[name] = artifacts
+    assert _connection_settings(emulator, {"dlfleet_artifacts_dir": str(runs["other"])}) == {
+        "args": keys, "python": "/usr/bin/python3", "connection": "ssh"}
+    assert _connection_settings(emulator, {"dlfleet_artifacts_dir": str(runs["this"]),
+                                           "provision_python_interpreter": "/opt/conda/envs/py310/bin/python"}) == {
+        "args": keys, "python": "/opt/conda/envs/py310/bin/python", "connection": "amazon.aws.aws_ssm"}

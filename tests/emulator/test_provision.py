@@ -337,6 +337,7 @@ def test_private_fleet_in_two_subnets_has_no_way_in_from_outside_and_is_reached_
             assert hostvars["ansible_aws_ssm_instance_id"] == host and hostvars["ansible_aws_ssm_region"] == "us-east-1"
             assert hostvars["ansible_aws_ssm_bucket_name"] == bucket
             assert hostvars["ansible_aws_ssm_bucket_sse_mode"] == "AES256"
+            assert hostvars["ansible_python_interpreter"] == "/usr/bin/python3"   # as the SSH hosts get it
             assert set(settings) <= set(hostvars), set(settings) - set(hostvars)   # the same settings as the inventory
         doc = json.loads(fleet.fleet_json.read_text())
         assert doc["private_fleet"] is True and doc["ssm_bucket"] == bucket and doc["ssh_cidr"] == ""

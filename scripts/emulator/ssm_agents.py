@@ -1,6 +1,6 @@
 # Systems Manager's view of a private fleet, which moto 5.2.5 lacks, added to the emulator so that
 # ec2_gpu_fleet's wait_for_ssm runs against it as against AWS. Not used by the modules themselves: the emulator
-# process calls install() before it serves (see scripts/emulator/README.md, "Extensions").
+# process (server.py) calls install() before it serves (see scripts/emulator/README.md, "Extensions").
 #
 # What this adds:
 # - The AWS managed policy AmazonSSMManagedInstanceCore, which every account has (moto loads AWS's managed
