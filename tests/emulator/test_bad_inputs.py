@@ -371,6 +371,15 @@ CASES: list[Case] = [
                                       "sagemaker_tune": True, "sagemaker_tuning_max_parallel_jobs": 5}),
          ("sagemaker_tuning_max_parallel_jobs=5", "needs 5 instance(s)", "L-CCE2AFA6",
           "'ml.m5.xlarge for training job usage'", "which allows 4"), absent=("run", "artifacts")),
+    # a spot training job and the on-demand tuning trials count against two quotas: both are checked (the larger
+    # need alone was, so a short spot quota passed when tuning asked for more instances)
+    Case("sagemaker-playbook-spot-training-beyond-its-quota-beside-a-larger-tuning-job", "playbook",
+         ("playbooks/sagemaker.yml", {"sagemaker_instance_type": "ml.m5.xlarge", "sagemaker_role_arn": ROLE_ARN,
+                                      "sagemaker_use_spot": True, "sagemaker_instance_count": 5,
+                                      "sagemaker_tune": True, "sagemaker_tuning_max_parallel_jobs": 6}),
+         ("'ml.m5.xlarge for spot training job usage'", "sagemaker_instance_count=5",
+          "'ml.m5.xlarge for training job usage'", "sagemaker_tuning_max_parallel_jobs=6"),
+         absent=("run", "artifacts")),
     Case("sagemaker-playbook-endpoint-beyond-its-quota", "playbook",
          ("playbooks/sagemaker.yml", {"sagemaker_endpoint_instance_type": "ml.m5.xlarge",
                                       "sagemaker_endpoint_instance_count": 3, "sagemaker_role_arn": ROLE_ARN}),

@@ -193,8 +193,19 @@ def role(emulator, tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
     exists_after_check = role_exists(iam, ROLE_NAME)
     first = ok(run_playbook(PLAYBOOK, env=env), "first run")
     second = ok(run_playbook(PLAYBOOK, env=env), "second run")
+    # a run's own KMS key (sagemaker_kms_key_id): the role may use that key, and no other
+    kms = emulator.client("kms")
+    key_arn = kms.create_key(Description="dlfleet run key")["KeyMetadata"]["Arn"]
+    kms.create_alias(AliasName="alias/dlfleet-run-key", TargetKeyId=key_arn)
+    other_key = kms.create_key(Description="another team's key")["KeyMetadata"]["Arn"]
+    no_key = run_playbook(PLAYBOOK, env=env, extra_vars={"sagemaker_kms_key_id": "alias/no-such-key"})
+    with_key = ok(run_playbook(PLAYBOOK, env=env, extra_vars={"sagemaker_kms_key_id": "alias/dlfleet-run-key"}),
+                  "run with a KMS key")
+    with_key_again = ok(run_playbook(PLAYBOOK, env=env, extra_vars={"sagemaker_kms_key_id": key_arn}),
+                        "second run with the KMS key (by ARN)")
     return {"bad": bad, "check": check, "exists_after_check": exists_after_check, "first": first,
-            "second": second, "arn": iam.get_role(RoleName=ROLE_NAME)["Role"]["Arn"]}
+            "second": second, "arn": iam.get_role(RoleName=ROLE_NAME)["Role"]["Arn"], "key_arn": key_arn,
+            "other_key": other_key, "no_key": no_key, "with_key": with_key, "with_key_again": with_key_again}
 
 
 def test_playbook_makes_the_role_from_the_files_once(emulator, role) -> None:
@@ -216,7 +227,8 @@ def test_playbook_makes_the_role_from_the_files_once(emulator, role) -> None:
     expected = json.loads((DOCS / "trust-policy.json").read_text().replace("ACCOUNT_ID", account))
     assert trust == expected and "ACCOUNT_ID" not in json.dumps(trust)
     assert {t["Key"]: t["Value"] for t in stored.get("Tags", [])}["dlfleet:purpose"] == "sagemaker-execution"
-    assert iam.list_role_policies(RoleName=ROLE_NAME)["PolicyNames"] == ["dlfleet-sagemaker-execution"]
+    assert sorted(iam.list_role_policies(RoleName=ROLE_NAME)["PolicyNames"]) == ["dlfleet-sagemaker-execution",
+                                                                                 "dlfleet-sagemaker-kms"]
     inline = iam.get_role_policy(RoleName=ROLE_NAME, PolicyName="dlfleet-sagemaker-execution")["PolicyDocument"]
     inline = json.loads(inline) if isinstance(inline, str) else inline
     assert inline == json.loads((DOCS / "permissions-policy.json").read_text())
@@ -225,6 +237,22 @@ def test_playbook_makes_the_role_from_the_files_once(emulator, role) -> None:
     arn = iam.create_policy(PolicyName=f"dlfleet-check-{uuid.uuid4().hex[:6]}",
                             PolicyDocument=(DOCS / "permissions-policy.json").read_text())["Policy"]["Arn"]
     iam.delete_policy(PolicyArn=arn)
+
+    # the run's KMS key: found by alias or ARN, usable by the role, the neighbouring key not; a wrong alias is
+    # refused with the variable named, and a second run changes nothing
+    missing = role["no_key"].results("Check that the KMS key was found")
+    assert role["no_key"].rc != 0 and missing.get("failed"), role["no_key"].stdout[-2000:]
+    assert "sagemaker_kms_key_id=\"alias/no-such-key\" names no KMS key" in missing["msg"], missing["msg"]
+    assert role["with_key"].changed > 0 and role["with_key_again"].changed == 0
+    kms_policy = iam.get_role_policy(RoleName=ROLE_NAME, PolicyName="dlfleet-sagemaker-kms")["PolicyDocument"]
+    kms_policy = json.loads(kms_policy) if isinstance(kms_policy, str) else kms_policy
+    assert kms_policy == json.loads((DOCS / "kms-policy.json").read_text().replace("KEY_ARN", role["key_arn"]))
+    kms_ctx = {"aws:PrincipalAccount": account, "kms:GrantIsForAWSResource": "true"}
+    for action in ("kms:Decrypt", "kms:GenerateDataKey", "kms:CreateGrant"):
+        assert allowed(kms_policy, action, role["key_arn"], kms_ctx), action
+        assert not allowed(kms_policy, action, role["other_key"], kms_ctx), action
+    assert not allowed(kms_policy, "kms:CreateGrant", role["key_arn"], {"aws:PrincipalAccount": account})
+    assert not allowed(kms_policy, "kms:ScheduleKeyDeletion", role["key_arn"], kms_ctx)
 
     # who may assume it: SageMaker of this account, nobody else
     assert may_assume(trust, "sagemaker.amazonaws.com", {"aws:SourceAccount": account})
