@@ -203,10 +203,15 @@ EXAMPLES = r"""
 
 RETURN = r"""
 endpoint:
-  description: The DescribeEndpoint answer in snake_case.
+  description: The DescribeEndpoint answer in snake_case; with state=absent, the endpoint as it was before its removal.
   returned: when the endpoint exists
   type: dict
   sample: {endpoint_name: cifar10, endpoint_status: InService, endpoint_config_name: cifar10-1a2b3c4d}
+removed_time:
+  description: When this run removed the endpoint (ISO 8601, UTC; once it is gone when O(wait) is set).
+  returned: with state=absent, when an endpoint was removed (not in check mode)
+  type: str
+  sample: "2026-12-07T16:40:12.123456+00:00"
 status:
   description: EndpointStatus (null once deleted).
   returned: always
@@ -241,6 +246,7 @@ smoke_response:
   type: raw
 """
 
+import datetime
 import json
 import os
 
@@ -488,10 +494,12 @@ def ensure_absent(backend, params: dict, check_mode: bool, log) -> dict:
                        "after": {"status": None}}}
     if endpoint:
         result["changed"] = True
+        result["endpoint"] = snake(endpoint)   # as it was: its creation time prices the hours it ran
         if not check_mode:
             backend.delete_endpoint(name)
             if params["wait"]:
                 wait_endpoint(backend, name, params, log)
+            result["removed_time"] = datetime.datetime.now(datetime.UTC).isoformat()
     result["deleted"] = cleanup(backend, name, set(), set(), check_mode)
     result["changed"] = result["changed"] or bool(result["deleted"]["endpoint_configs"] or
                                                   result["deleted"]["models"])

@@ -56,6 +56,12 @@ options:
     description: An interpreter that has matplotlib (the training environment's).
     type: str
     default: python3
+  instance_count:
+    description:
+      - The job's instance count. With more than one, every line of the log is labelled C([algo-N]) and only the
+        first instance's lines (C([algo-1])) give the series, as SageMaker records a job's metrics.
+      - Left out, it is told from the log's first line.
+    type: int
 """
 
 EXAMPLES = r"""
@@ -67,6 +73,7 @@ EXAMPLES = r"""
     dest: artifacts/run-1/sagemaker/training-curves.png
     job: cifar10-resnet20-001
     python: .venv-train/bin/python
+    instance_count: 2
 """
 
 RETURN = r"""
@@ -117,6 +124,9 @@ def check(params: dict) -> None:
         if regex.groups < 1:
             raise ValueError(f"metric_definitions[{metric['name']}].regex {metric['regex']!r} has no group: put the "
                              f"value in parentheses")
+    if params["instance_count"] is not None and params["instance_count"] < 1:
+        raise ValueError(f"instance_count={params['instance_count']} must be 1 or more: give the job's instance "
+                         f"count (sagemaker_instance_count), or leave it out")
     python = params["python"]
     if not (shutil.which(python) if os.sep not in python else os.access(python, os.X_OK)):
         raise ValueError(f"python {python!r} is not an executable Python: point it at the training environment's "
@@ -140,7 +150,7 @@ def ensure(params: dict, check_mode: bool) -> dict:
     check(params)
     dest = params["dest"]
     metrics_file = params["metrics_file"] or re.sub(r"\.png$", "", dest) + ".json"
-    series, cut = curves.log_series(params["log_file"], params["metric_definitions"])
+    series, cut = curves.log_series(params["log_file"], params["metric_definitions"], params["instance_count"])
     data = {"job": params["job"], "mode": params["mode"], "log_file": os.path.basename(params["log_file"]),
             "metrics": series, "cut": cut}
     result = {"changed": False, "metrics": {k: len(v) for k, v in series.items()},
@@ -182,6 +192,7 @@ def main() -> None:
             job=dict(type="str", required=True),
             mode=dict(type="str", default="aws", choices=["aws", "local"]),
             python=dict(type="str", default="python3"),
+            instance_count=dict(type="int"),
         ),
         supports_check_mode=True,
     )

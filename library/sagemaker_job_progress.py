@@ -17,6 +17,8 @@ description:
     (O(instance_type=local)).
   - The action plugins of M(sagemaker_training_job) and M(sagemaker_tuning_job) call it in a loop to print a job's
     progress as it comes. It reads only, and changes nothing.
+  - CloudWatch Logs shows a line some seconds after it was written, so a job's last lines can come after its end.
+    The action plugins read on after a job has ended, one poll apart, until a look brings no new line.
 author:
   - dlfleet contributors
 options:
@@ -92,7 +94,9 @@ messages:
   type: list
   elements: str
 lines:
-  description: New log lines, oldest first; a job on several instances prefixes each with C([algo-N]).
+  description:
+    - New log lines, oldest first.
+    - A job on several instances (its C(ResourceConfig.InstanceCount)) prefixes every line with C([algo-N]).
   returned: always
   type: list
   elements: str
@@ -157,12 +161,20 @@ class LogReader:
         self.backend = backend
         self._client = None
 
-    def read(self, name: str, cursor: dict, limit: int, final: bool) -> tuple[list[str], dict, bool]:
+    def read(self, name: str, cursor: dict, limit: int, final: bool, hosts: int) -> tuple[list[str], dict, bool]:
         if self.backend.mode == "local":
-            return self.backend.training_log_since(name, cursor, limit, final)
+            return self.backend.training_log_since(name, cursor, limit, final, hosts)
         if self._client is None:
             self._client = self.module.client("logs", retry_decorator=aws_retry)
-        return logs.aws_read(self._client, name, cursor, limit, logs_call)
+        return logs.aws_read(self._client, name, cursor, limit, logs_call, hosts)
+
+
+def instance_count(record: dict) -> int:
+    """The training job's InstanceCount (its lines are labelled [algo-N] when it is more than one)."""
+    try:
+        return max(1, int((record.get("ResourceConfig") or {}).get("InstanceCount") or 1))
+    except (TypeError, ValueError):
+        return 1
 
 
 def look(backend, reader: LogReader, params: dict, sleep=time.sleep, clock=time.monotonic) -> dict:
@@ -189,7 +201,8 @@ def look(backend, reader: LogReader, params: dict, sleep=time.sleep, clock=time.
         terminal = status in terminal_states
         if kind == "training" and params["read_log"] and log_error is None:
             try:
-                got, cursor, more = reader.read(name, cursor, params["limit"] - len(lines), terminal)
+                got, cursor, more = reader.read(name, cursor, params["limit"] - len(lines), terminal,
+                                                instance_count(record))
                 lines += got
             except (ClientError, BotoCoreError) as err:
                 log_error = f"the job's log could not be read: {err}"

@@ -36,17 +36,26 @@ def metric_series(lines, definitions: list[dict]) -> tuple[dict[str, list[float]
     return {name: values for name, values in series.items() if values}, cut
 
 
-def first_instance(lines):
-    """The lines of the first instance: a job on several instances has each line prefixed with [algo-N] in the saved
-    log, and its metrics are the first instance's (as local mode's FinalMetricDataList)."""
+LABEL_RE = re.compile(r"^\[algo-\d+\] ")
+
+
+def first_instance(lines, instances: int | None = None):
+    """The lines of the first instance. Every line of a job on several instances is prefixed with [algo-N] in the
+    saved log, and its metrics are the first instance's (as local mode's FinalMetricDataList): only [algo-1] lines
+    count, never an unlabelled one. `instances` is the job's InstanceCount; None tells it from the log's first
+    line (labelled: several instances)."""
+    several = None if instances is None else instances > 1
     for line in lines:
-        if not line.startswith("[algo-") or line.startswith("[algo-1] "):
+        if several is None:
+            several = bool(LABEL_RE.match(line))
+        if not several or line.startswith("[algo-1] "):
             yield line
 
 
-def log_series(path: str, definitions: list[dict]) -> tuple[dict[str, list[float]], bool]:
+def log_series(path: str, definitions: list[dict],
+               instances: int | None = None) -> tuple[dict[str, list[float]], bool]:
     with open(path, encoding="utf-8", errors="replace") as fh:
-        return metric_series(first_instance(fh), definitions)
+        return metric_series(first_instance(fh, instances), definitions)
 
 
 # ------------------------------------------------------------------------------------------------------------

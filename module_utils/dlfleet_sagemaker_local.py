@@ -153,10 +153,11 @@ class LocalBackend:
             out += container.tail(os.path.join(job_dir, log), lines)
         return out[-lines:] if lines > 0 else []
 
-    def training_log_since(self, name: str, cursor: dict[str, Any], limit: int,
-                           final: bool) -> tuple[list[str], dict[str, Any], bool]:
-        """The container log's lines after `cursor` (its algo-N.log files, as CloudWatch has them in AWS)."""
-        return logs.local_read(self._dir("training-jobs", name), cursor, limit, final)
+    def training_log_since(self, name: str, cursor: dict[str, Any], limit: int, final: bool,
+                           hosts: int = 1) -> tuple[list[str], dict[str, Any], bool]:
+        """The container log's lines after `cursor` (its algo-N.log files, as CloudWatch has them in AWS), labelled
+        with their instance when the job runs on `hosts` > 1 instances."""
+        return logs.local_read(self._dir("training-jobs", name), cursor, limit, final, hosts)
 
     # ---------------------------------------------------------------------------------------------
     # tuning jobs

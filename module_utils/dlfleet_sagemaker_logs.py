@@ -3,7 +3,8 @@
 # The log is CloudWatch Logs in AWS (group /aws/sagemaker/TrainingJobs, one stream <job>/algo-N-<epoch> per
 # instance, read with GetLogEvents and each stream's forward token, so that no line comes twice) and the container
 # log files algo-N.log of a local job (read from a byte offset). One call reads at most `limit` lines: a caller that
-# follows a job for days keeps only the cursor.
+# follows a job for days keeps only the cursor. Every line of a job on several instances (its ResourceConfig's
+# InstanceCount) is prefixed with [algo-N], whichever streams exist yet; the streams are read in algo-N order.
 from __future__ import annotations
 
 import os
@@ -22,8 +23,15 @@ def host_of_stream(stream: str) -> str:
     return match.group(1) if match else tail
 
 
+def algo_order(name: str) -> tuple[int, str]:
+    """Sort key of a stream or file name by its instance number: algo-2 before algo-10; other names last."""
+    match = re.search(r"(?:^|/)algo-(\d+)(?:[-.]|$)", name)
+    return (int(match.group(1)) if match else 1 << 30, name)
+
+
 def _labelled(host: str, hosts: int, text: str) -> str:
-    """One line as shown and saved: a job on several instances prefixes each line with its instance."""
+    """One line as shown and saved: every line of a job on several instances (`hosts`, the job's InstanceCount)
+    is prefixed with its instance, even while only one instance's log exists yet."""
     return f"[{host}] {text}" if hosts > 1 else text
 
 
@@ -45,13 +53,15 @@ def aws_log_streams(logs, job: str, call) -> list[str]:
         names += [s["logStreamName"] for s in page.get("logStreams", [])]
         token = page.get("nextToken")
         if not token:
-            return sorted(names)
+            return sorted(names, key=algo_order)
 
 
-def aws_read(logs, job: str, cursor: dict[str, Any], limit: int, call) -> tuple[list[str], dict[str, Any], bool]:
-    """New lines of every stream of `job` after `cursor` (stream -> forward token), at most `limit` in all.
-    Returns (lines, cursor, more): `more` says a stream had lines left over. `call(fn, **kwargs)` makes the
-    retried call and answers None when the group or stream does not exist."""
+def aws_read(logs, job: str, cursor: dict[str, Any], limit: int, call,
+             hosts: int = 1) -> tuple[list[str], dict[str, Any], bool]:
+    """New lines of every stream of `job` after `cursor` (stream -> forward token), at most `limit` in all, each
+    labelled when the job runs on `hosts` > 1 instances. Returns (lines, cursor, more): `more` says a stream had
+    lines left over. `call(fn, **kwargs)` makes the retried call and answers None when the group or stream does
+    not exist."""
     streams = aws_log_streams(logs, job, call)
     tokens = dict(cursor.get("tokens") or {})
     lines: list[str] = []
@@ -67,7 +77,7 @@ def aws_read(logs, job: str, cursor: dict[str, Any], limit: int, call) -> tuple[
             if page is None:
                 break
             events = page.get("events") or []
-            lines += [_labelled(host, len(streams), e.get("message", "").rstrip("\n")) for e in events]
+            lines += [_labelled(host, hosts, e.get("message", "").rstrip("\n")) for e in events]
             token = page.get("nextForwardToken")
             unchanged = token == tokens.get(stream)
             if token:
@@ -88,13 +98,14 @@ def local_log_files(job_dir: str) -> list[str]:
         names = [n for n in os.listdir(job_dir) if LOCAL_LOG_RE.match(n)]
     except OSError:
         return []
-    return sorted(names, key=lambda n: int(n.split("-")[1].split(".")[0]))
+    return sorted(names, key=algo_order)
 
 
-def local_read(job_dir: str, cursor: dict[str, Any], limit: int, final: bool) -> tuple[list[str], dict[str, Any],
-                                                                                        bool]:
-    """New complete lines of the job's algo-N.log files after `cursor` (file -> byte offset), at most `limit`.
-    A last line without its newline is left for the next read unless the job has ended (`final`)."""
+def local_read(job_dir: str, cursor: dict[str, Any], limit: int, final: bool,
+               hosts: int = 1) -> tuple[list[str], dict[str, Any], bool]:
+    """New complete lines of the job's algo-N.log files after `cursor` (file -> byte offset), at most `limit`, each
+    labelled when the job runs on `hosts` > 1 instances. A last line without its newline is left for the next read
+    unless the job has ended (`final`)."""
     offsets = dict(cursor.get("offsets") or {})
     files = local_log_files(job_dir)
     lines: list[str] = []
@@ -117,7 +128,7 @@ def local_read(job_dir: str, cursor: dict[str, Any], limit: int, final: bool) ->
             if len(lines) >= limit:
                 more = True
                 break
-            lines.append(_labelled(host, len(files), raw.decode("utf-8", "replace").rstrip("\r\n")))
+            lines.append(_labelled(host, hosts, raw.decode("utf-8", "replace").rstrip("\r\n")))
             taken += len(raw)
         offsets[name] = start + taken
     return lines, {"offsets": offsets}, more

@@ -8,7 +8,10 @@ The module is called twice: once with wait=false (create the job, or find it), a
 ended (the usual result, at once). In between, a loop in this one task calls sagemaker_job_progress, which waits
 up to `follow_interval` seconds for something new and returns it with a cursor (CloudWatch forward tokens, or
 byte offsets of the local log), so that no line is shown twice. Each round keeps only the cursor and a bounded
-tail; the log goes to the file line by line. The loop ends when the job has ended, or fails past wait_timeout.
+tail; the log goes to the file line by line. The loop fails past wait_timeout. Once the job has ended, the log is
+read again one poll later (at most FINAL_READS times) until a read brings no new line: CloudWatch Logs shows a line
+some seconds after it was written, so the last lines (the final metrics) often come after the job's end. The job's
+last status lines are shown after them.
 
 Without follow and log_file, in check mode, with wait=false or with state=absent, the module runs as it is.
 """
@@ -35,6 +38,25 @@ AWS_ARGS = ("region", "aws_region", "endpoint_url", "aws_endpoint_url", "access_
             "aws_access_key", "secret_key", "aws_secret_access_key", "aws_secret_key", "session_token",
             "aws_session_token", "profile", "aws_profile", "validate_certs", "aws_ca_bundle", "aws_config")
 TERMINAL = ("Completed", "Failed", "Stopped")
+FINAL_READS = 6          # most reads of the log after the job has ended, each one poll after the last
+FINAL_POLL = 10          # seconds between them in AWS (as the SageMaker SDK's poll); a local log is whole at once
+DEFAULT_WAIT_TIMEOUT = 86400
+
+
+def whole_seconds(option: str, value, default: int) -> int:
+    """An option in whole seconds, 0 or more; only a missing value takes the default (0 stays 0)."""
+    if value is None:
+        return default
+    try:
+        if isinstance(value, bool) or (isinstance(value, float) and not value.is_integer()):
+            raise ValueError(value)
+        number = int(value) if isinstance(value, (int, float)) else int(str(value).strip())
+    except (TypeError, ValueError):
+        raise AnsibleActionFail(f"{option}={value!r} is not a whole number of seconds: give an integer, 0 or "
+                                f"more") from None
+    if number < 0:
+        raise AnsibleActionFail(f"{option}={number} is negative: give 0 or more seconds")
+    return number
 
 
 def stamp() -> str:
@@ -85,6 +107,7 @@ class ActionModule(ActionBase):
     KIND = "training"
     MODULE = "sagemaker_training_job"
     clock = staticmethod(time.monotonic)
+    sleep = staticmethod(time.sleep)
 
     def _module(self, task_vars: dict, args: dict) -> dict:
         return self._execute_module(module_name=self.MODULE, module_args=args, task_vars=task_vars)
@@ -107,17 +130,14 @@ class ActionModule(ActionBase):
         following = ((follow or log_file) and args.get("state", "present") == "present"
                      and boolean(args.get("wait", True), strict=False) and not self._task.check_mode)
         try:
+            max_seconds = whole_seconds("wait_timeout", args.get("wait_timeout"), DEFAULT_WAIT_TIMEOUT)
+            if "wait_timeout" in args:
+                args["wait_timeout"] = max_seconds
             if not following:
                 result.update(self._module(task_vars, args))
                 return result
-            try:
-                interval = int(interval) if interval not in (None, "") else (
-                    10 if args.get("instance_type") in LOCAL_TYPES else 30)
-                max_seconds = int(args.get("wait_timeout") or 86400)
-            except (TypeError, ValueError) as err:
-                raise AnsibleActionFail(f"follow_interval and wait_timeout must be whole numbers: {err}") from None
-            if interval < 0:
-                raise AnsibleActionFail(f"follow_interval={interval}: give 0 or more seconds")
+            local = args.get("instance_type") in LOCAL_TYPES
+            interval = whole_seconds("follow_interval", interval, 10 if local else 30)
             started = self._module(task_vars, {**args, "wait": False})
             if started.get("failed"):
                 result.update(started)
@@ -136,7 +156,8 @@ class ActionModule(ActionBase):
 
     def follow(self, task_vars: dict, args: dict, status: str | None, interval: int, max_seconds: int,
                log_file: str | None, show: bool) -> dict:
-        """Rounds of sagemaker_job_progress until the job has ended; returns what was shown and saved."""
+        """Rounds of sagemaker_job_progress until the job has ended and its log is read to the end; returns what was
+        shown and saved."""
         name = args["name"]
         common = {k: args[k] for k in AWS_ARGS if k in args}
         common.update({k: args[k] for k in ("instance_type", "local_dir", "local_python") if k in args})
@@ -150,15 +171,14 @@ class ActionModule(ActionBase):
         warned = False
         begun = self.clock()
         progress: dict = {}
+        ending: list[str] = []   # the job's last status lines, shown after its last log lines
+        after_end = 0            # reads since the job was seen ended with nothing left over
         try:
             while True:
-                if self.clock() - begun > max_seconds:
-                    raise AnsibleActionFail(
-                        f"{self.KIND} job {name} still {progress.get('status', status)} after wait_timeout="
-                        f"{max_seconds}s ({rounds} rounds): raise wait_timeout, or set wait: false and check on it "
-                        f"later")
+                left = max_seconds - (self.clock() - begun)
                 progress = self._progress(task_vars, {**common, "kind": self.KIND, "name": name, "cursor": cursor,
-                                                      "seen": seen, "timeout": interval, "limit": ROUND_LINES})
+                                                      "seen": seen, "timeout": max(0, min(interval, int(left))),
+                                                      "limit": ROUND_LINES})
                 rounds += 1
                 if progress.get("failed"):
                     raise AnsibleActionFail(f"following {self.KIND} job {name} failed: {progress.get('msg')}")
@@ -166,20 +186,34 @@ class ActionModule(ActionBase):
                     display.warning(f"{self.KIND} job {name}: {progress['log_error']}")
                     warned = True
                 messages = progress.get("messages", [])
-                if live and not progress.get("terminal"):
+                if progress.get("terminal"):
+                    ending += messages
+                elif live:
                     for message in messages:   # a transition comes before the lines written after it
                         self._show(name, message)
-                for line in progress.get("lines", []):
+                lines = progress.get("lines", [])
+                for line in lines:
                     if live:
                         self._show(name, line)
                     log.write(line)
                     tail.append(line)
-                if live and progress.get("terminal"):
-                    for message in messages:   # the end comes after the last lines
-                        self._show(name, message)
                 cursor, seen = progress.get("cursor", cursor), progress.get("seen", seen)
-                if progress.get("terminal") and not progress.get("more"):
+                if not progress.get("terminal"):
+                    if self.clock() - begun > max_seconds:
+                        raise AnsibleActionFail(
+                            f"{self.KIND} job {name} still {progress.get('status', status)} after wait_timeout="
+                            f"{max_seconds}s ({rounds} rounds): raise wait_timeout, or set wait: false and check on "
+                            f"it later")
+                    continue
+                if progress.get("more"):
+                    continue
+                if self.KIND != "training" or (after_end and not lines) or after_end >= FINAL_READS:
                     break
+                after_end += 1
+                self.sleep(self.final_poll(common, interval))
+            if live:
+                for message in ending:   # the end comes after the last lines
+                    self._show(name, message)
             best = progress.get("best_training_job")
             if self.KIND == "tuning" and log_file and best:
                 log = self.save_log_of(task_vars, common, best, log_file)
@@ -192,21 +226,36 @@ class ActionModule(ActionBase):
         return {"rounds": rounds, "lines": log.lines, "tail": list(tail), "log_file": log_file,
                 "log_written": written, "status": progress.get("status")}
 
+    def final_poll(self, common: dict, interval: int) -> int:
+        """Seconds between two reads of an ended job's log: one poll in AWS, none for a local log (whole at once)."""
+        return 0 if common.get("instance_type") in LOCAL_TYPES else min(interval, FINAL_POLL)
+
     def save_log_of(self, task_vars: dict, common: dict, job: str, log_file: str) -> LogFile:
-        """The whole log of an ended training job (a tuning job's best), page by page, into a LogFile."""
+        """The whole log of an ended training job (a tuning job's best), page by page, into a LogFile; read again
+        one poll later until nothing new comes, as in follow()."""
         log = LogFile(log_file)
         cursor: dict = {}
+        after_end = 0
         try:
             while True:
                 page = self._progress(task_vars, {**common, "kind": "training", "name": job, "cursor": cursor,
                                                   "timeout": 0, "limit": ROUND_LINES})
                 if page.get("failed"):
                     raise AnsibleActionFail(f"reading the log of training job {job} failed: {page.get('msg')}")
-                for line in page.get("lines", []):
+                lines = page.get("lines", [])
+                for line in lines:
                     log.write(line)
                 cursor = page.get("cursor", cursor)
-                if not page.get("more") and (page.get("terminal") or not page.get("lines")):
+                if page.get("more"):
+                    continue
+                if not page.get("terminal"):
+                    if not lines:
+                        return log
+                    continue
+                if (after_end and not lines) or after_end >= FINAL_READS:
                     return log
+                after_end += 1
+                self.sleep(self.final_poll(common, FINAL_POLL))
         except BaseException:
             log.discard()
             raise

@@ -317,8 +317,8 @@ def test_follow_prints_the_cloudwatch_log_once_in_order_and_saves_it(emulator, a
     """The action plugin of sagemaker_training_job follows a job in AWS mode: DescribeTrainingJob for its status and
     CloudWatch Logs (DescribeLogStreams, GetLogEvents with forward tokens) for its log. Nothing runs in the emulator,
     so the test writes the log events SageMaker's container would write (two instances' streams, before and while
-    the job runs) and then stops the job: every event is shown once, in order, the status change too, and the log
-    file holds them all."""
+    the job runs) and then stops the job: every event is shown once, in order and labelled with its instance (the
+    job's InstanceCount is 2), the status change after the last line, and the log file holds them all."""
     name = f"smt-follow-{uuid.uuid4().hex[:6]}"
     sm, logs = emulator.client("sagemaker"), emulator.client("logs")
     group = "/aws/sagemaker/TrainingJobs"
@@ -364,8 +364,9 @@ def test_follow_prints_the_cloudwatch_log_once_in_order_and_saves_it(emulator, a
         sm.stop_training_job(TrainingJobName=name)
 
     log_file = tmp_path / "training-job.log"
-    task = {"name": "Follow", "sagemaker_training_job": {**training_args(bucket, name, cache_dir), "follow": True,
-                                                         "follow_interval": 1, "log_file": str(log_file)}}
+    task = {"name": "Follow", "sagemaker_training_job": {**training_args(bucket, name, cache_dir), "instance_count": 2,
+                                                         "follow": True, "follow_interval": 1,
+                                                         "log_file": str(log_file)}}
     book = tmp_path / "follow.yml"
     book.write_text(yaml.safe_dump([{"name": "Follow a job", "hosts": "localhost", "gather_facts": False,
                                      "tasks": [task]}]))

@@ -2,8 +2,10 @@
 DescribeLogStreams and GetLogEvents with AWS's paging and forward tokens, so that thousands of rounds take seconds):
 the action plugin's loop (playbooks/action_plugins/sagemaker_training_job.py) runs the real round of
 sagemaker_job_progress (look) and the real log readers (module_utils/dlfleet_sagemaker_logs) in place of the module
-calls. Each line is shown once and in order, memory stays flat over thousands of rounds, the time bound holds, the
-local container log is read from byte offsets, and the metric definitions give the curves' series. The modules and
+calls. Each line is shown once and in order, also the last ones that CloudWatch shows only after the job's end,
+memory stays flat over thousands of rounds, the time bound holds, every line of a multi-instance job is labelled with
+its instance and the streams go in algo-N order, the local container log is read from byte offsets, and the metric
+definitions give the curves' series from the first instance alone. The modules and
 the playbook run for real in tests/emulator (test_sagemaker_local.py, test_sagemaker_aws.py)."""
 from __future__ import annotations
 
@@ -36,12 +38,18 @@ class NotFound(Exception):
 
 class SimulatedJob:
     """A training job on `hosts` instances: each DescribeTrainingJob moves it one step on; each step writes one log
-    event per instance into its CloudWatch stream; it ends after `steps` steps."""
+    event per instance into its CloudWatch stream; it ends after `steps` steps. As in CloudWatch Logs, an event is
+    readable some time after it was written: the last step's events only one DescribeTrainingJob after the one that
+    said Completed (the final metrics that come after the job's end)."""
 
-    def __init__(self, name: str, steps: int, hosts: int = 1) -> None:
+    def __init__(self, name: str, steps: int, hosts: int = 1, lag: bool = True) -> None:
         self.name = name
+        self.lag = lag
+        self.late: tuple[int, int] | None = None   # (events readable per stream, from which look on all are)
         self.steps = steps
         self.step = 0
+        self.resources = {"InstanceType": "ml.m5.xlarge", "InstanceCount": hosts}
+        self.looks = 0
         self.streams = {f"{name}/algo-{i + 1}-1700000000": [] for i in range(hosts)}
         self.module = SimpleNamespace(region="us-east-1")
         self.mode = "aws"
@@ -50,17 +58,29 @@ class SimulatedJob:
     def describe_training_job(self, name: str) -> dict[str, Any] | None:
         if name != self.name:
             return None
-        self.step = min(self.steps, self.step + 1)
+        self.looks += 1
+        if self.step < self.steps:
+            self.step += 1
+            self.write_step()
         transitions = [{"Status": "Starting", "StatusMessage": "Preparing the instances for training"}]
+        done = self.step >= self.steps
         if self.step >= 2:
             transitions.append({"Status": "Training", "StatusMessage": "Training image download completed."})
-            for stream in self.streams.values():
-                stream.append({"timestamp": self.step, "message": f"step {self.step} loss=0.{self.step % 97:02d};\n"})
-        done = self.step >= self.steps
         if done:
             transitions.append({"Status": "Completed", "StatusMessage": "Training job completed"})
         return {"TrainingJobName": name, "TrainingJobStatus": "Completed" if done else "InProgress",
-                "SecondaryStatus": transitions[-1]["Status"], "SecondaryStatusTransitions": transitions}
+                "SecondaryStatus": transitions[-1]["Status"], "SecondaryStatusTransitions": transitions,
+                "ResourceConfig": self.resources}
+
+    def write_step(self) -> None:
+        if self.step < 2:
+            return
+        if self.lag and self.step >= self.steps:   # the last events come late: readable from the next look on
+            self.late = (len(next(iter(self.streams.values()))), self.looks + 1)
+        for stream in self.streams.values():
+            # kept as tuples: a kept dict could take a dict-keys block freed by the follow's own code, which tracemalloc
+            # would still count as the follow's
+            stream.append((self.step, f"step {self.step} loss=0.{self.step % 97:02d};\n"))
 
     # CloudWatch Logs, with AWS's tokens: a forward token names the last event read, and comes back unchanged
     # when there is nothing new
@@ -74,7 +94,8 @@ class SimulatedJob:
         assert startFromHead
         events = self.streams[logStreamName]
         start = int(nextToken[2:]) if nextToken else 0
-        page = events[start:start + limit]
+        readable = len(events) if self.late is None or self.looks >= self.late[1] else self.late[0]
+        page = [{"timestamp": t, "message": m} for t, m in events[start:min(start + limit, readable)]]
         return {"events": page, "nextForwardToken": f"f/{start + len(page)}"}
 
 
@@ -89,8 +110,8 @@ class Reader:
     def __init__(self, job: SimulatedJob) -> None:
         self.job = job
 
-    def read(self, name: str, cursor: dict, limit: int, final: bool):
-        return logs.aws_read(self.job, name, cursor, limit, call)
+    def read(self, name: str, cursor: dict, limit: int, final: bool, hosts: int):
+        return logs.aws_read(self.job, name, cursor, limit, call, hosts)
 
 
 def round_params(args: dict) -> dict:
@@ -105,11 +126,13 @@ class Screen(list):
         super().__init__()
         self.next_step = {1: 2, 2: 2}
         self.log_lines = 0
+        self.status_before_last_line = 0
 
     def append(self, text: str) -> None:
         if not text.startswith("[algo-"):
             super().append(text)
             return
+        self.status_before_last_line = len(self)
         host = int(text[len("[algo-")])
         step = self.next_step[host]
         assert text == f"[algo-{host}] step {step} loss=0.{step % 97:02d};", (text, step)
@@ -136,6 +159,8 @@ def plugin_for(job: SimulatedJob, log_file: Path | None, shown: list[str], **tas
     plugin._progress = lambda task_vars, a: progress.look(job, Reader(job), round_params(a), sleep=lambda s: None)
     plugin._show = lambda name, text: shown.append(text)
     plugin._remove_tmp_path = lambda path, **kw: None
+    plugin.slept = []
+    plugin.sleep = plugin.slept.append
     return plugin
 
 
@@ -166,6 +191,8 @@ def test_three_thousand_mocked_rounds_show_each_line_once_and_in_order_with_flat
     assert followed["rounds"] >= 3000 and followed["status"] == "Completed"
     # every event once: each stream's lines in order, none twice (the forward tokens), all of them
     assert shown.next_step == {1: 3501, 2: 3501} and shown.log_lines == 2 * 3499
+    # the last step's lines came one read after Completed (one poll later), and one more read found nothing new
+    assert plugin.slept == [action_mod.FINAL_POLL, action_mod.FINAL_POLL]
     saved = log_file.read_text().splitlines()
     assert len(saved) == shown.log_lines and saved[:2] == ["[algo-1] step 2 loss=0.02;", "[algo-2] step 2 loss=0.02;"]
     expected = [f"[algo-{h}] step {s} loss=0.{s % 97:02d};" for s in range(3482, 3501) for h in (1, 2)]
@@ -174,6 +201,7 @@ def test_three_thousand_mocked_rounds_show_each_line_once_and_in_order_with_flat
     assert status[:2] == ["Starting - Preparing the instances for training",
                           "Training - Training image download completed."]
     assert status[-3:-1] == ["Completed - Training job completed", "status Completed"]
+    assert shown.status_before_last_line == len(status) - 3   # the end is told after the last line
     assert status[-1] == f"{shown.log_lines} log lines saved in {log_file}"
     assert len(followed["tail"]) == action_mod.TAIL_LINES and followed["tail"][-1] == expected[-1]
     assert plugin.module_calls == [False, True]   # created without waiting, then the result of the ended job
@@ -269,3 +297,46 @@ def test_metric_definitions_over_the_log_give_the_series_as_sagemaker_records_th
     (tmp_path / "sagemaker" / curves.CURVES_PNG).write_bytes(b"png")
     link = f"![SageMaker training curves](sagemaker/{curves.CURVES_PNG})"
     assert curves.report_lines(tmp_path / "sagemaker")[-1] == link
+
+
+def test_every_line_of_a_multi_instance_job_is_labelled_and_streams_go_in_algo_order(tmp_path: Path) -> None:
+    job = SimulatedJob("cifar10-006", steps=10**6, hosts=12)
+    later = {s: e for s, e in job.streams.items() if "/algo-2-" not in s}
+    job.streams = {s: e for s, e in job.streams.items() if "/algo-2-" in s}   # algo-2's stream comes first
+    job.describe_training_job(job.name)
+    first = progress.look(job, Reader(job), round_params({"name": job.name}), sleep=lambda s: None)
+    assert first["lines"] == ["[algo-2] step 2 loss=0.02;"]
+    job.streams.update(later)
+    second = progress.look(job, Reader(job), round_params({"name": job.name, "cursor": first["cursor"],
+                                                           "seen": first["seen"]}), sleep=lambda s: None)
+    assert [x.split("]")[0] for x in second["lines"]] == [f"[algo-{h}" for h in range(1, 13)]   # algo-10 after algo-9
+    (tmp_path / "algo-2.log").write_bytes(b"alone\n")
+    (tmp_path / "algo-10.log").write_bytes(b"ten\n")
+    assert logs.local_read(str(tmp_path), {}, 100, final=False, hosts=12)[0] == ["[algo-2] alone", "[algo-10] ten"]
+    assert logs.local_read(str(tmp_path), {}, 100, final=False, hosts=1)[0] == ["alone", "ten"]
+    definitions = [{"name": "acc", "regex": "acc=([0-9.]+)"}]
+    mixed = ["acc=0.9 unlabelled", "[algo-2] acc=0.5", "[algo-1] acc=0.1"]
+    assert curves.metric_series(curves.first_instance(mixed, 2), definitions)[0] == {"acc": [0.1]}
+    assert curves.metric_series(curves.first_instance(mixed[1:]), definitions)[0] == {"acc": [0.1]}
+    assert curves.metric_series(curves.first_instance(["acc=0.3"]), definitions)[0] == {"acc": [0.3]}
+
+
+@pytest.mark.parametrize(("value", "error"), [(-1, r"wait_timeout=-1 is negative"),
+                                              ("soon", r"wait_timeout='soon' is not a whole number"),
+                                              (1.5, r"wait_timeout=1.5 is not a whole number")])
+def test_a_bad_wait_timeout_fails_before_the_module_runs(value: Any, error: str) -> None:
+    job = SimulatedJob("cifar10-007", steps=3)
+    for follow in (True, False):
+        plugin = plugin_for(job, None, [], wait_timeout=value, follow=follow)
+        with pytest.raises(AnsibleActionFail, match=error):
+            plugin.run(task_vars={})
+        assert plugin.module_calls == []
+
+
+def test_wait_timeout_zero_looks_once_and_fails_rather_than_waiting_a_day() -> None:
+    job = SimulatedJob("cifar10-008", steps=50)
+    plugin = plugin_for(job, None, [], wait_timeout=0)
+    ticks = iter(range(10**6))
+    plugin.clock = lambda: next(ticks)
+    with pytest.raises(AnsibleActionFail, match=r"still InProgress after wait_timeout=0s \(1 rounds\)"):
+        plugin.run(task_vars={})
