@@ -35,7 +35,7 @@ def test_script_mode_entry_point(synthetic_dir: Path, tmp_path: Path) -> None:
     cli = [arg for key, value in hps.items() for arg in (f"--{key}", str(value))]
     cli += ["--_tuning_objective_metric", "validation-accuracy"]  # what a tuning job adds
     result = subprocess.run([sys.executable, "train.py", *cli], cwd=code, env=env, text=True, capture_output=True,
-                            timeout=240, check=False)
+                            timeout=900, check=False)
     assert result.returncode == 0, result.stdout + result.stderr
     assert "/ 50 test images" in result.stdout  # the test channel, not the training channel's own test batch
     assert re.search(r"^epoch=2; .*validation-accuracy=[0-9.]+;", result.stdout, re.MULTILINE)
