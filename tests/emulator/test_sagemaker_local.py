@@ -517,7 +517,6 @@ def test_a_failed_scoring_still_removes_the_endpoint_and_fails_the_run(emulator,
              "sagemaker_synthetic_size": 256, "sagemaker_eval_batch_size": 20,
              "sagemaker_hyperparameters": {"dataset": "synthetic", "synthetic-size": 256, "epochs": 1,
                                            "batch-size": 32, "base-width": 4, "log-interval": 0}}
-    (tmp_path / "artifacts" / "sagemaker").mkdir(parents=True)   # made by an untagged task the tags skip
     trained = run_playbook("playbooks/sagemaker.yml", extra_vars=extra, env=aws_env,
                            tags=["sagemaker_upload", "sagemaker_train"], timeout=600)
     assert trained.rc == 0, trained.stdout[-3000:] + trained.stderr[-3000:]
@@ -538,6 +537,11 @@ def test_a_failed_scoring_still_removes_the_endpoint_and_fails_the_run(emulator,
     assert [t for t, _, r in failed.all_results() if r.get("failed")] == [
         "Score the endpoint on the held-out test images"]
     assert not (tmp_path / "artifacts" / "sagemaker" / "evaluation.json").exists()
+    # the endpoint's hours are recorded for the cost report all the same: from its creation to its removal
+    record = json.loads((tmp_path / "artifacts" / "sagemaker" / "endpoint.json").read_text())
+    assert record["endpoint"] == f"{run}-cifar10" and record["deleted"] == removed["removed_time"], record
+    assert record["created"] and record["created"] == removed["endpoint"]["creation_time"] == \
+        deployed["endpoint"]["creation_time"], (record, removed.get("endpoint"), deployed.get("endpoint"))
 
     endpoint = f"{run}-cifar10"
     local = run_dir / "sagemaker"
