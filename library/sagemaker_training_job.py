@@ -386,6 +386,7 @@ from ansible.module_utils.dlfleet_sagemaker import (
     training_status,
     wait_for,
 )
+from ansible.module_utils.dlfleet_sagemaker_logs import FOLLOW_SPEC, refuse_follow_without_plugin
 from ansible_collections.amazon.aws.plugins.module_utils.modules import AnsibleAWSModule
 
 
@@ -476,22 +477,12 @@ def ensure_absent(backend, params: dict, check_mode: bool, log) -> dict:
     return result
 
 
-def refuse_follow_without_plugin(module) -> None:
-    """follow and log_file reach the module only when its action plugin is not loaded."""
-    if module.params["follow"] or module.params["log_file"] or module.params["follow_interval"] is not None:
-        module.fail_json(msg="follow, follow_interval and log_file are done by this module's action plugin, which is "
-                             "not loaded: add playbooks/action_plugins to action_plugins in ansible.cfg (or "
-                             "ANSIBLE_ACTION_PLUGINS), or drop these options")
-
-
 def main() -> None:
     argument_spec = dict(
         name=dict(type="str", required=True),
         state=dict(type="str", default="present", choices=["present", "absent"]),
         log_tail_lines=dict(type="int", default=20),
-        follow=dict(type="bool", default=False),
-        follow_interval=dict(type="int"),
-        log_file=dict(type="path"),
+        **FOLLOW_SPEC,
         **training_spec(),
         **common_spec(),
     )

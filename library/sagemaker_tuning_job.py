@@ -440,6 +440,7 @@ from ansible.module_utils.dlfleet_sagemaker import (
     training_spec,
     wait_for,
 )
+from ansible.module_utils.dlfleet_sagemaker_logs import FOLLOW_SPEC, refuse_follow_without_plugin
 from ansible_collections.amazon.aws.plugins.module_utils.modules import AnsibleAWSModule
 
 RANGE_KEYS = {"continuous": "ContinuousParameterRanges", "integer": "IntegerParameterRanges",
@@ -698,14 +699,6 @@ def ensure_absent(backend, params: dict, check_mode: bool, module) -> dict:
     return result
 
 
-def refuse_follow_without_plugin(module) -> None:
-    """follow and log_file reach the module only when its action plugin is not loaded."""
-    if module.params["follow"] or module.params["log_file"] or module.params["follow_interval"] is not None:
-        module.fail_json(msg="follow, follow_interval and log_file are done by this module's action plugin, which is "
-                             "not loaded: add playbooks/action_plugins to action_plugins in ansible.cfg (or "
-                             "ANSIBLE_ACTION_PLUGINS), or drop these options")
-
-
 def main() -> None:
     argument_spec = dict(
         name=dict(type="str", required=True),
@@ -734,9 +727,7 @@ def main() -> None:
             type=dict(type="str", default="IdenticalDataAndAlgorithm",
                       choices=["IdenticalDataAndAlgorithm", "TransferLearning"]),
         )),
-        follow=dict(type="bool", default=False),
-        follow_interval=dict(type="int"),
-        log_file=dict(type="path"),
+        **FOLLOW_SPEC,
         **training_spec(),
         **common_spec(),
     )

@@ -15,6 +15,21 @@ LOG_GROUP = "/aws/sagemaker/TrainingJobs"
 LOCAL_LOG_RE = re.compile(r"^(algo-\d+)\.log$")
 MAX_READ_BYTES = 1 << 20   # the most one local read takes from one file
 
+# The options of sagemaker_training_job and sagemaker_tuning_job that their action plugins act on.
+FOLLOW_SPEC: dict[str, dict[str, Any]] = dict(
+    follow=dict(type="bool", default=False),
+    follow_interval=dict(type="int"),
+    log_file=dict(type="path"),
+)
+
+
+def refuse_follow_without_plugin(module) -> None:
+    """follow and log_file reach the module only when its action plugin is not loaded."""
+    if module.params["follow"] or module.params["log_file"] or module.params["follow_interval"] is not None:
+        module.fail_json(msg="follow, follow_interval and log_file are done by this module's action plugin, which is "
+                             "not loaded: add playbooks/action_plugins to action_plugins in ansible.cfg (or "
+                             "ANSIBLE_ACTION_PLUGINS), or drop these options")
+
 
 def host_of_stream(stream: str) -> str:
     """'job/algo-2-1700000000' -> 'algo-2' (SageMaker's stream names); anything else is kept whole."""

@@ -159,3 +159,14 @@ class Emulator:
         """Wipe all emulator state and seed it again (between tests that need a clean account)."""
         subprocess.run([str(ROOT / "scripts/aws-emulator"), "reset", "--state-dir", str(self.state_dir)],
                        check=True, capture_output=True, text=True)
+
+
+def plain_inventory_value(value):
+    """ansible-inventory marks values that came from AWS as unsafe: {"__ansible_unsafe": "..."}."""
+    if isinstance(value, dict):
+        if set(value) == {"__ansible_unsafe"}:
+            return value["__ansible_unsafe"]
+        return {k: plain_inventory_value(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [plain_inventory_value(v) for v in value]
+    return value

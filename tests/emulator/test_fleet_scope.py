@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 import yaml
-from helpers import ROOT, ansible_env, run_playbook
+from helpers import ROOT, ansible_env, plain_inventory_value, run_playbook
 
 DEFAULT_FLEET = "dlfleet-local"   # inventory/aws/group_vars/all/fleet.yml
 DEFAULT_REGION = "us-east-1"      # inventory/aws/group_vars/all/aws.yml
@@ -21,17 +21,6 @@ SCOPE_TASKS = {"Check the fleet and region names",   # the controller's play, fi
                "Check the fleet and region names the fleet's hosts are held to",
                "Look up the fleet's instances, for hosts that carry no EC2 record",
                "Stop when the fleet's group holds a host of another fleet or region"}
-
-
-def _plain(value):
-    """ansible-inventory marks values that came from AWS as unsafe: {"__ansible_unsafe": "..."}."""
-    if isinstance(value, dict):
-        if set(value) == {"__ansible_unsafe"}:
-            return value["__ansible_unsafe"]
-        return {k: _plain(v) for k, v in value.items()}
-    if isinstance(value, list):
-        return [_plain(v) for v in value]
-    return value
 
 
 @pytest.fixture(scope="module")
@@ -94,7 +83,7 @@ def _list_hosts(emulator, playbook: str, pairs: dict[str, str]) -> list[list[str
 def test_the_aws_inventory_and_the_plays_hold_one_fleet_in_one_region(emulator, fleets, pairs, region, fleet):
     proc, inv = _inventory(emulator, pairs)
     assert proc.returncode == 0, proc.stderr
-    hostvars = _plain(inv["_meta"]["hostvars"])
+    hostvars = plain_inventory_value(inv["_meta"]["hostvars"])
     group = inv.get("gpu_fleet", {}).get("hosts", [])
     assert sorted(hostvars[h]["instance_id"] for h in group) == sorted(i["InstanceId"] for i in fleets[(region, fleet)])
     assert sorted(hostvars) == sorted(group)   # nothing of another fleet, region or untagged is listed at all
@@ -137,7 +126,7 @@ def test_an_encrypted_extra_vars_file_reaches_the_inventory_with_the_runs_vault_
                            "-e", f"@{vault}", "--vault-password-file", str(password)],
                           cwd=ROOT, env=ansible_env(emulator.env), capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr
-    hostvars = _plain(json.loads(proc.stdout)["_meta"]["hostvars"])
+    hostvars = plain_inventory_value(json.loads(proc.stdout)["_meta"]["hostvars"])
     assert sorted(h["instance_id"] for h in hostvars.values()) == [fleets[("eu-west-1", "fb")][0]["InstanceId"]]
 
 

@@ -5,20 +5,9 @@ from __future__ import annotations
 import json
 import subprocess
 
-from helpers import ROOT, ansible_env
+from helpers import ROOT, ansible_env, plain_inventory_value
 
 FLEET = "inv-aws"
-
-
-def _plain(value):
-    """ansible-inventory marks values that came from AWS as unsafe: {"__ansible_unsafe": "..."}."""
-    if isinstance(value, dict):
-        if set(value) == {"__ansible_unsafe"}:
-            return value["__ansible_unsafe"]
-        return {k: _plain(v) for k, v in value.items()}
-    if isinstance(value, list):
-        return [_plain(v) for v in value]
-    return value
 
 
 def _launch(emulator, count: int) -> list[str]:
@@ -45,7 +34,7 @@ def test_aws_inventory_lists_the_tagged_fleet_with_its_groups_and_vars(emulator)
     assert len(fleet_hosts) == 2
     assert sorted(inv[f"fleet_{FLEET.replace('-', '_')}"]["hosts"]) == sorted(fleet_hosts)
     assert sorted(inv["type_g5_xlarge"]["hosts"]) == sorted(fleet_hosts)
-    hostvars = _plain(inv["_meta"]["hostvars"])
+    hostvars = plain_inventory_value(inv["_meta"]["hostvars"])
     assert sorted(hostvars[h]["instance_id"] for h in fleet_hosts) == sorted(ids)
     one = hostvars[fleet_hosts[0]]
     assert one["ansible_user"] == "ubuntu"
