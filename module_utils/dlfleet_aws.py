@@ -38,15 +38,114 @@ _TTL_RE = re.compile(r"^(?P<n>[0-9]+)(?P<unit>[mhd])$")
 _TTL_SECONDS = {"m": 60, "h": 3600, "d": 86400}
 
 
+try:
+    from botocore.exceptions import BotoCoreError, ClientError
+
+    # What an AWS call raises: the service answered with an error, or botocore could not get an answer.
+    AWS_ERRORS: tuple[type[BaseException], ...] = (ClientError, BotoCoreError)
+except ImportError:  # AnsibleAWSModule reports a missing botocore itself
+    AWS_ERRORS = ()
+
+
+class DlfleetError(Exception):
+    """The one error every dlfleet module reports: a message that says what was asked, what happened and what to
+    do, the AWS error code, the operation and the resource it concerns ('' where one does not apply), and further
+    return values (details) for fail_json. Every dlfleet error class derives from it; see fail_json_kwargs."""
+
+    default_code = ""
+
+    def __init__(self, msg: str, code: str | None = None, operation: str = "", resource: str = "",
+                 **details: Any) -> None:
+        super().__init__(msg)
+        self.msg = msg
+        self.code = self.default_code if code is None else code
+        self.operation = operation
+        self.resource = resource
+        self.details = details
+
+    @property
+    def message(self) -> str:
+        return self.msg
+
+    @classmethod
+    def from_aws(cls, err: BaseException, operation: str, resource: str = "", msg: str | None = None,
+                 **details: Any) -> DlfleetError:
+        """A DlfleetError for a botocore error `err` raised by `operation` on `resource`."""
+        text = msg or f"{operation}{' of ' + resource if resource else ''} failed: {err}"
+        return cls(text, code=error_code(err) or type(err).__name__, operation=operation, resource=resource,
+                   **details)
+
+    def fail_json_kwargs(self) -> dict[str, Any]:
+        """msg, error_code, operation and resource (each only when known) and the details, for fail_json."""
+        out: dict[str, Any] = {"msg": self.msg}
+        for key, value in (("error_code", self.code), ("operation", self.operation), ("resource", self.resource)):
+            if value:
+                out[key] = value
+        out.update(self.details)
+        return out
+
+
 def error_code(err: BaseException) -> str:
     """The AWS error code of a botocore ClientError, or '' for anything else."""
     response = getattr(err, "response", None) or {}
     return response.get("Error", {}).get("Code", "")
 
 
+def error_message(err: BaseException) -> str:
+    """The AWS error message of a botocore ClientError, or '' for anything else."""
+    response = getattr(err, "response", None) or {}
+    return str(response.get("Error", {}).get("Message", ""))
+
+
+# "Not found", decided once per service: the codes with which each service says that the thing named does not
+# exist (or, for ids that cannot exist, such as a malformed AMI id, cannot be found).
+NOT_FOUND_CODES: dict[str, frozenset[str]] = {
+    "ec2": frozenset({
+        "InvalidInstanceID.NotFound", "InvalidVolume.NotFound", "InvalidKeyPair.NotFound", "InvalidGroup.NotFound",
+        "InvalidAMIID.NotFound", "InvalidAMIID.Malformed", "InvalidAMIID.Unavailable", "InvalidSubnetID.NotFound",
+    }),
+    "s3": frozenset({"NoSuchKey", "NoSuchBucket", "NoSuchVersion", "404", "NotFound"}),
+    "iam": frozenset({"NoSuchEntity"}),
+    "sagemaker": frozenset({"ResourceNotFound", "ResourceNotFoundException"}),
+    "service-quotas": frozenset({"NoSuchResourceException"}),
+    "ssm": frozenset({"ParameterNotFound"}),
+    "logs": frozenset({"ResourceNotFoundException"}),
+    "pricing": frozenset({"NotFoundException"}),
+}
+# SageMaker also answers a Describe/Delete of an unknown name with a ValidationException whose message says so.
+_SAGEMAKER_MISSING_WORDS = ("could not find", "not found", "does not exist")
+
+
+def is_not_found(err: BaseException, service: str) -> bool:
+    """Whether `err` is `service`'s answer that the resource asked for does not exist."""
+    if service not in NOT_FOUND_CODES:
+        raise ValueError(f"no not-found codes known for service {service!r}; add them to NOT_FOUND_CODES")
+    code = error_code(err)
+    if code in NOT_FOUND_CODES[service]:
+        return True
+    if service == "sagemaker" and code == "ValidationException":
+        message = error_message(err).lower()
+        return any(words in message for words in _SAGEMAKER_MISSING_WORDS)
+    return False
+
+
 def client(module, service: str):
-    """A boto3 client for `service` whose calls retry when called with aws_retry=True."""
+    """A boto3 client for `service` whose calls retry when called with aws_retry=True. The one client factory:
+    every dlfleet call goes through aws_retry, one call with aws_retry=True, a listing through paginate()."""
     return module.client(service, retry_decorator=aws_retry)
+
+
+def paginate(aws_client, operation: str, **kwargs: Any) -> list[dict[str, Any]]:
+    """Every page of a paginated `operation`, the whole listing retried on transient errors."""
+    paginator = aws_client.get_paginator(operation)
+    return aws_retry(lambda: list(paginator.paginate(**kwargs)))()
+
+
+def eventually_consistent(*codes: str):
+    """The one helper for eventual consistency: aws_retry's backoff that also retries on `codes`, for calls by id
+    right after the id was created (EC2 may not know a new instance yet: InvalidInstanceID.NotFound)."""
+    return AWSRetry.jittered_backoff(retries=10, delay=1, max_delay=20,
+                                     catch_extra_error_codes=[*TRANSIENT_CODES, *codes])
 
 
 def unknown_region(region: str | None, service: str = "ec2") -> str | None:

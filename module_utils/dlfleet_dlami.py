@@ -6,7 +6,7 @@ import datetime as dt
 import re
 from typing import Any
 
-from ansible.module_utils.dlfleet_aws import aws_retry, error_code
+from ansible.module_utils.dlfleet_aws import DlfleetError, aws_retry, error_code
 
 ARCHITECTURES = ("x86_64", "arm64")
 DLAMI_OWNER_ID = "898082745236"  # the AWS Deep Learning AMIs' owner account (alias "amazon")
@@ -43,11 +43,8 @@ OS_RULES: tuple[tuple[re.Pattern[str], str, str], ...] = (
 )
 
 
-class DlamiError(Exception):
-    def __init__(self, msg: str, **details: Any) -> None:
-        super().__init__(msg)
-        self.msg = msg
-        self.details = details
+class DlamiError(DlfleetError):
+    """No image, or bad input; the message says what to do."""
 
 
 def ssm_parameter_name(architecture: str, ami_type: str) -> str:

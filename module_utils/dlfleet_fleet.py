@@ -24,6 +24,7 @@ with contextlib.suppress(ImportError):  # AnsibleAWSModule reports a missing bot
 
 from ansible.module_utils.dlfleet_aws import (
     TRANSIENT_CODES,
+    DlfleetError,
     aws_retry,
     check_fleet_name,
     describe_instance_types,
@@ -92,13 +93,8 @@ VOLUME_LIMITS: dict[str, dict[str, Any]] = {
 VOLUME_TYPES = tuple(VOLUME_LIMITS)
 
 
-class FleetError(Exception):
+class FleetError(DlfleetError):
     """A failure with a message that says what was asked, what AWS said and what to do."""
-
-    def __init__(self, msg: str, **details: Any) -> None:
-        super().__init__(msg)
-        self.msg = msg
-        self.details = details
 
 
 @dataclass
@@ -588,8 +584,8 @@ def run_instances_once(ec2, launch_ec2, name: str, generation: int, request: dic
                      f"twice", last_error=str(last_err))
 
 
-class StaleTokenError(Exception):
-    pass
+class StaleTokenError(DlfleetError):
+    """A ClientToken's answer replays an earlier launch: the launch takes a fresh token."""
 
 
 def launch(ec2, launch_ec2, spec: FleetSpec, image: dict[str, Any], count: int, generation: int,

@@ -7,7 +7,7 @@ import json
 from datetime import UTC, datetime
 from typing import Any
 
-from ansible.module_utils.dlfleet_aws import aws_retry, error_code
+from ansible.module_utils.dlfleet_aws import DlfleetError, aws_retry, error_code
 
 try:
     from botocore.exceptions import BotoCoreError, ClientError
@@ -71,7 +71,7 @@ PRICE_TABLE: dict[str, Any] = {
 }
 
 
-class PricingError(Exception):
+class PricingError(DlfleetError):
     """Bad input: the message names the option and what to do."""
 
 

@@ -9,7 +9,7 @@ from collections import Counter, defaultdict
 from dataclasses import dataclass, field
 from typing import Any
 
-from ansible.module_utils.dlfleet_aws import aws_retry, describe_instance_types, error_code
+from ansible.module_utils.dlfleet_aws import DlfleetError, aws_retry, describe_instance_types, error_code
 
 SERVICE_CODE = "ec2"
 MARKETS = ("on-demand", "spot")
@@ -61,11 +61,8 @@ QUOTA_CODES = {
 _FAMILY_RE = re.compile(r"^(?P<letters>[a-z]+)")
 
 
-class QuotaError(Exception):
-    def __init__(self, msg: str, **details: Any) -> None:
-        super().__init__(msg)
-        self.msg = msg
-        self.details = details
+class QuotaError(DlfleetError):
+    """A quota that cannot be read or planned; the message says what to do."""
 
 
 @dataclass
