@@ -34,6 +34,8 @@ from typing import Any
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 
+import ext_fleet  # noqa: E402  (sibling modules: importable once HERE is on the path; moto only in install())
+import ext_sagemaker  # noqa: E402
 import pricing  # noqa: E402  (a sibling module: importable once HERE is on the path; imports no moto)
 import ssm_agents  # noqa: E402  (a sibling module, as pricing; imports moto only in install())
 
@@ -293,21 +295,20 @@ class EmulatorApp:
 # ---------------------------------------------------------------------------------------------------------
 
 
-def install_extensions() -> list[str]:
-    """Emulator extensions shipped with the modules: module_utils/dlfleet_*_emulator.py, each with install()
-    patching moto in this process for calls moto lacks. One that fails to load is reported and skipped."""
-    import importlib.util
+EXTENSIONS = (ext_fleet, ext_sagemaker)
 
+
+def install_extensions() -> list[str]:
+    """The moto extensions beside this file (ext_fleet.py, ext_sagemaker.py), each with install() patching moto in
+    this process for calls moto lacks. One that fails to install is reported and skipped."""
     loaded = []
-    for path in sorted((HERE.parent.parent / "module_utils").glob("dlfleet_*_emulator.py")):
+    for extension in EXTENSIONS:
+        name = extension.__name__
         try:
-            spec = importlib.util.spec_from_file_location(f"dlfleet_emulator_ext_{path.stem}", path)
-            module = importlib.util.module_from_spec(spec)  # type: ignore[arg-type]
-            spec.loader.exec_module(module)  # type: ignore[union-attr]
-            module.install()
-            loaded.append(path.stem)
-        except Exception as err:
-            print(f"emulator extension {path.name} not installed: {err!r}", flush=True)
+            extension.install()
+            loaded.append(name)
+        except Exception as err:  # a moto that moved what the extension patches: the server still serves
+            print(f"emulator extension {name} not installed: {err!r}", flush=True)
     if loaded:
         print(f"extensions: {', '.join(loaded)}", flush=True)
     return loaded
@@ -369,7 +370,7 @@ class Emulator:
         seed.install()
         pricing.install()
         install_extensions()
-        ssm_agents.install()   # after the module_utils extensions: it wraps their RunInstances patch
+        ssm_agents.install()   # after the extensions: it wraps ext_fleet's RunInstances patch
         state_path = self.state_dir / STATE_FILE
         if self.persist and state_path.exists():
             try:

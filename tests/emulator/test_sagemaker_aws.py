@@ -1,7 +1,7 @@
 """The SageMaker modules in AWS mode, through ansible-playbook, against the session emulator over HTTP.
 
 moto 5.2.5 lacks StopTrainingJob, UpdateEndpoint, StopHyperParameterTuningJob and
-ListTrainingJobsForHyperParameterTuningJob; the emulator adds them (module_utils/dlfleet_sagemaker_emulator.py).
+ListTrainingJobsForHyperParameterTuningJob; the emulator adds them (scripts/emulator/ext_sagemaker.py).
 Nothing trains in the emulator: a job is InProgress for as long as the SSM parameter
 /dlfleet/emulator/sagemaker/training-seconds says, then Completed with no metrics.
 """

@@ -1,6 +1,6 @@
 # EC2 launch details that moto 5.2.5 drops, restored in its EC2 backend so that ec2_gpu_fleet's volume
-# options behave on the emulator as on AWS. Not used by the modules themselves: the emulator process calls
-# install() before it serves (see scripts/emulator/README.md, "Extensions").
+# options behave on the emulator as on AWS. server.py calls install() before it serves (see README.md here,
+# "Extensions").
 #
 # What moto 5.2.5 does, and what this changes:
 # - RunInstances reads Iops from each block device mapping but never hands it to the volume it creates, so

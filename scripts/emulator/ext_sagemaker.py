@@ -1,6 +1,6 @@
 # SageMaker calls that moto 5.2.5 lacks or answers with invented data, added to its SageMaker backend so
-# that the modules' AWS code paths run against an emulator over HTTP. Not used by the modules themselves:
-# an emulator process calls install() before it serves (or runs this file: python <this> --port N).
+# that the modules' AWS code paths run against the emulator over HTTP. server.py calls install() before it
+# serves.
 #
 # What moto 5.2.5 does, and what this changes:
 # - StopTrainingJob, UpdateEndpoint, StopHyperParameterTuningJob and
@@ -239,29 +239,3 @@ def _install_binary_invoke() -> None:
                 self.body = base64.b64encode(self.body).decode("ascii")
 
     SageMakerRuntimeResponse.setup_class = setup_class
-
-
-def main() -> None:
-    """A moto server on 127.0.0.1 with this extension: python <this> --port N."""
-    import argparse
-    import signal
-    import threading
-
-    parser = argparse.ArgumentParser(description="moto server with the SageMaker extension")
-    parser.add_argument("--port", type=int, required=True)
-    args = parser.parse_args()
-    install()
-    from moto.moto_server.threaded_moto_server import ThreadedMotoServer
-
-    server = ThreadedMotoServer(ip_address="127.0.0.1", port=args.port, verbose=False)
-    server.start()
-    done = threading.Event()
-    signal.signal(signal.SIGTERM, lambda *_: done.set())
-    signal.signal(signal.SIGINT, lambda *_: done.set())
-    print(f"serving on 127.0.0.1:{args.port}", flush=True)
-    done.wait()
-    server.stop()
-
-
-if __name__ == "__main__":
-    main()
