@@ -26,7 +26,7 @@ description:
     SSM parameter names an image the region does not have. Read-only; check mode runs the same lookups.
 version_added: "1.0.0"
 author:
-  - dlfleet contributors
+  - dlfleet maintainers (@dlfleet)
 options:
   ami_type:
     description:
@@ -70,7 +70,18 @@ options:
     type: str
 notes:
   - O(ssm_parameter), O(name_pattern) and O(image_id) are mutually exclusive; each overrides O(ami_type).
+attributes:
+  check_mode:
+    support: full
+    details: Runs the same lookups.
+  diff_mode:
+    support: none
+    details: Reads only; there is never a change to show.
+  platform:
+    platforms: aws
+    details: Runs on the controller and acts through the AWS APIs (or the endpoint O(endpoint_url) names).
 extends_documentation_fragment:
+  - ansible.builtin.action_common_attributes
   - amazon.aws.common.modules
   - amazon.aws.region.modules
   - amazon.aws.boto3

@@ -56,12 +56,22 @@ options:
         fail for it.
     type: int
     default: 600
+attributes:
+  check_mode:
+    support: full
+    details: Lists what would be removed, and removes nothing.
+  diff_mode:
+    support: none
+  platform:
+    platforms: aws
+    details: Runs on the controller and acts through the AWS APIs (or the endpoint O(endpoint_url) names).
 extends_documentation_fragment:
+  - ansible.builtin.action_common_attributes
   - amazon.aws.common.modules
   - amazon.aws.region.modules
   - amazon.aws.boto3
 author:
-  - dlfleet
+  - dlfleet maintainers (@dlfleet)
 """
 
 EXAMPLES = r"""
@@ -91,7 +101,7 @@ removed:
     id: {description: Id or name, type: str, sample: i-0123456789abcdef0}
     fleet: {description: Its dlfleet:fleet tag, type: str, sample: cifar10-a}
     created: {description: Creation time (empty for security groups), type: str}
-    age_seconds: {description: Age at O(now), -1 when unknown, type: int}
+    age_seconds: {description: "Age at O(now), -1 when unknown.", type: int}
     ttl: {description: Its dlfleet:ttl tag, type: str, sample: 8h}
     expired: {description: Whether it outlived its ttl, type: bool}
     state: {description: Its state when found, type: str}

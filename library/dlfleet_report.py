@@ -24,7 +24,18 @@ options:
     type: bool
     default: true
 author:
-  - dlfleet
+  - dlfleet maintainers (@dlfleet)
+attributes:
+  check_mode:
+    support: full
+    details: Reports whether the report would change, and writes nothing.
+  diff_mode:
+    support: full
+  platform:
+    platforms: posix
+    details: Runs on the controller, on its files.
+extends_documentation_fragment:
+  - ansible.builtin.action_common_attributes
 """
 
 EXAMPLES = r"""

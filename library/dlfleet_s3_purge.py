@@ -37,12 +37,22 @@ options:
     description: How many of the removed keys to return in RV(sample).
     type: int
     default: 20
+attributes:
+  check_mode:
+    support: full
+    details: Lists what would be deleted, and deletes nothing.
+  diff_mode:
+    support: full
+  platform:
+    platforms: aws
+    details: Runs on the controller and acts through the AWS APIs (or the endpoint O(endpoint_url) names).
 extends_documentation_fragment:
+  - ansible.builtin.action_common_attributes
   - amazon.aws.common.modules
   - amazon.aws.region.modules
   - amazon.aws.boto3
 author:
-  - dlfleet
+  - dlfleet maintainers (@dlfleet)
 """
 
 EXAMPLES = r"""

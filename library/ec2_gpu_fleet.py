@@ -19,7 +19,7 @@ description:
   - Existing instances are not replaced when launch options change; only count, state and tags are reconciled.
 version_added: "1.0.0"
 author:
-  - dlfleet contributors
+  - dlfleet maintainers (@dlfleet)
 options:
   name:
     description: Fleet name; the value of the C(dlfleet:fleet) tag on every instance and volume.
@@ -193,7 +193,17 @@ options:
 notes:
   - Check mode predicts launches, terminations, starts, stops and tag changes without a mutating call.
   - The module does not replace instances whose type, image or volumes differ from the options.
+attributes:
+  check_mode:
+    support: full
+    details: Plans the launches, terminations and tag changes, and calls no mutating API.
+  diff_mode:
+    support: full
+  platform:
+    platforms: aws
+    details: Runs on the controller and acts through the AWS APIs (or the endpoint O(endpoint_url) names).
 extends_documentation_fragment:
+  - ansible.builtin.action_common_attributes
   - amazon.aws.common.modules
   - amazon.aws.region.modules
   - amazon.aws.boto3
@@ -266,9 +276,9 @@ instances:
     image_id: {description: AMI id., type: str}
     key_name: {description: Key pair name., type: str}
     private_ip: {description: Private IPv4 address., type: str}
-    public_ip: {description: Public IPv4 address, if any., type: str}
+    public_ip: {description: "Public IPv4 address, if any.", type: str}
     private_dns_name: {description: Private DNS name., type: str}
-    public_dns_name: {description: Public DNS name, if any., type: str}
+    public_dns_name: {description: "Public DNS name, if any.", type: str}
     launch_time: {description: Launch time (ISO 8601)., type: str}
     market: {description: V(on-demand) or V(spot)., type: str}
     http_tokens: {description: IMDS token setting; V(required) is IMDSv2 only., type: str}
@@ -278,7 +288,7 @@ instances:
     gpu_count: {description: GPUs of the type., type: int, sample: 1}
     gpu_model: {description: GPU model., type: str, sample: A10G}
     gpu_manufacturer: {description: GPU manufacturer., type: str, sample: NVIDIA}
-    gpu_memory_mib: {description: GPU memory in MiB, all GPUs together., type: int, sample: 22888}
+    gpu_memory_mib: {description: "GPU memory in MiB, all GPUs together.", type: int, sample: 22888}
     volumes:
       description: Attached EBS volumes, each with C(device_name), C(volume_id) and C(delete_on_termination).
       type: list

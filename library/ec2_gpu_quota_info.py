@@ -19,7 +19,7 @@ description:
   - Read-only; check mode runs the same reads.
 version_added: "1.0.0"
 author:
-  - dlfleet contributors
+  - dlfleet maintainers (@dlfleet)
 options:
   fleet:
     description: The planned instances. A type may appear more than once; its counts add up.
@@ -63,7 +63,18 @@ notes:
   - Needs C(servicequotas:GetServiceQuota), C(servicequotas:GetAWSDefaultServiceQuota),
     C(ec2:DescribeInstances) and C(ec2:DescribeInstanceTypes).
   - Spot usage is counted from running spot instances; open spot requests that have not launched are not counted.
+attributes:
+  check_mode:
+    support: full
+    details: Runs the same reads.
+  diff_mode:
+    support: none
+    details: Reads only; there is never a change to show.
+  platform:
+    platforms: aws
+    details: Runs on the controller and acts through the AWS APIs (or the endpoint O(endpoint_url) names).
 extends_documentation_fragment:
+  - ansible.builtin.action_common_attributes
   - amazon.aws.common.modules
   - amazon.aws.region.modules
   - amazon.aws.boto3
@@ -146,7 +157,7 @@ quotas:
     available: {description: limit - usage., type: float, sample: 24.0}
     headroom: {description: limit - usage - needed; negative is the shortfall., type: float, sample: 8.0}
     fits: {description: True when headroom is 0 or more., type: bool, sample: true}
-    required_limit: {description: usage + needed, the least value the quota must have., type: int, sample: 24}
+    required_limit: {description: "usage + needed, the least value the quota must have.", type: int, sample: 24}
     instances: {description: Planned instance type -> count., type: dict, sample: {p3.2xlarge: 2}}
     vcpus_per_instance: {description: Planned instance type -> default vCPUs., type: dict, sample: {p3.2xlarge: 8}}
 """

@@ -44,7 +44,7 @@ attributes:
   platform:
     platforms: posix
 author:
-  - dlfleet
+  - dlfleet maintainers (@dlfleet)
 """
 
 EXAMPLES = r"""

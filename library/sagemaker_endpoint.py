@@ -30,7 +30,7 @@ description:
     O(local_dir); O(state=absent) stops it. A local update starts the new server on the same port and stops
     the old one when the new one answers.
 author:
-  - dlfleet contributors
+  - dlfleet maintainers (@dlfleet)
 options:
   name:
     description: Endpoint name, 1-63 letters, digits and hyphens.
@@ -166,7 +166,17 @@ options:
     description: Seconds to wait.
     type: int
     default: 1800
+attributes:
+  check_mode:
+    support: full
+    details: Reports what would be created, updated or deleted, and changes nothing.
+  diff_mode:
+    support: full
+  platform:
+    platforms: aws
+    details: Runs on the controller and acts through the AWS APIs (or the endpoint O(endpoint_url) names).
 extends_documentation_fragment:
+  - ansible.builtin.action_common_attributes
   - amazon.aws.common.modules
   - amazon.aws.region.modules
   - amazon.aws.boto3

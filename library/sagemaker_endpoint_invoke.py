@@ -15,7 +15,7 @@ description:
   - Reads only, so it changes nothing and runs in check mode too.
   - With O(instance_type=local) the requests go to the local endpoint served by M(sagemaker_endpoint).
 author:
-  - dlfleet contributors
+  - dlfleet maintainers (@dlfleet)
 options:
   name:
     description: Endpoint name.
@@ -57,7 +57,18 @@ options:
     description: Local mode state, as given to M(sagemaker_endpoint).
     type: path
     default: ~/.dlfleet/sagemaker-local
+attributes:
+  check_mode:
+    support: full
+    details: Sends the requests in check mode too, as invoking an endpoint changes nothing.
+  diff_mode:
+    support: none
+    details: An invocation changes nothing to show.
+  platform:
+    platforms: aws
+    details: Runs on the controller and acts through the AWS APIs (or the endpoint O(endpoint_url) names).
 extends_documentation_fragment:
+  - ansible.builtin.action_common_attributes
   - amazon.aws.common.modules
   - amazon.aws.region.modules
   - amazon.aws.boto3

@@ -16,7 +16,7 @@ description:
     matplotlib in the Python of O(python) (the training environment, which draws the hosts' C(curves.png) too).
   - Changed only when the series change (or the PNG is missing). A log without any metric writes nothing.
 author:
-  - dlfleet contributors
+  - dlfleet maintainers (@dlfleet)
 options:
   log_file:
     description: The job's log on the controller.
@@ -62,6 +62,17 @@ options:
         first instance's lines (C([algo-1])) give the series, as SageMaker records a job's metrics.
       - Left out, it is told from the log's first line.
     type: int
+attributes:
+  check_mode:
+    support: full
+    details: Reports whether the figure would change, and writes nothing.
+  diff_mode:
+    support: full
+  platform:
+    platforms: posix
+    details: Runs on the controller, on its files.
+extends_documentation_fragment:
+  - ansible.builtin.action_common_attributes
 """
 
 EXAMPLES = r"""

@@ -20,7 +20,7 @@ description:
   - CloudWatch Logs shows a line some seconds after it was written, so a job's last lines can come after its end.
     The action plugins read on after a job has ended, one poll apart, until a look brings no new line.
 author:
-  - dlfleet contributors
+  - dlfleet maintainers (@dlfleet)
 options:
   kind:
     description: What O(name) is.
@@ -62,7 +62,18 @@ options:
     description: Read the training job's log (V(false) reports the status only).
     type: bool
     default: true
+attributes:
+  check_mode:
+    support: full
+    details: Runs the same reads.
+  diff_mode:
+    support: none
+    details: Reads only; there is never a change to show.
+  platform:
+    platforms: aws
+    details: Runs on the controller and acts through the AWS APIs (or the endpoint O(endpoint_url) names).
 extends_documentation_fragment:
+  - ansible.builtin.action_common_attributes
   - amazon.aws.common.modules
   - amazon.aws.region.modules
   - amazon.aws.boto3

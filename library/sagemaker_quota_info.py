@@ -18,7 +18,7 @@ description:
   - Read-only; check mode runs the same reads.
 version_added: "1.0.0"
 author:
-  - dlfleet contributors
+  - dlfleet maintainers (@dlfleet)
 options:
   needs:
     description: The instances the run needs. Entries of the same quota add up (they run at the same time).
@@ -52,7 +52,18 @@ notes:
   - Needs C(servicequotas:ListAWSDefaultServiceQuotas), C(servicequotas:GetServiceQuota) and
     C(servicequotas:GetAWSDefaultServiceQuota).
   - Instances of jobs and endpoints already running count against the same quotas; they are not subtracted here.
+attributes:
+  check_mode:
+    support: full
+    details: Runs the same reads.
+  diff_mode:
+    support: none
+    details: Reads only; there is never a change to show.
+  platform:
+    platforms: aws
+    details: Runs on the controller and acts through the AWS APIs (or the endpoint O(endpoint_url) names).
 extends_documentation_fragment:
+  - ansible.builtin.action_common_attributes
   - amazon.aws.common.modules
   - amazon.aws.region.modules
   - amazon.aws.boto3

@@ -23,7 +23,7 @@ description:
     median of finished trials at the same epoch. With O(warm_start), parents must exist; their trials count
     for the overall best job.
 author:
-  - dlfleet contributors
+  - dlfleet maintainers (@dlfleet)
 options:
   name:
     description: Tuning job name, 1-32 letters, digits and hyphens.
@@ -126,205 +126,27 @@ options:
         type: str
         choices: [IdenticalDataAndAlgorithm, TransferLearning]
         default: IdenticalDataAndAlgorithm
-  role_arn:
-    description: IAM execution role the job assumes. Required in AWS; recorded only in local mode.
-    type: str
-  entry_point:
-    description:
-      - The training script, relative to O(source_dir) when that is set, otherwise a path to one file.
-      - Required with O(state=present).
-    type: str
-  source_dir:
-    description: Directory holding the training code; packed whole (less O(source_exclude)).
-    type: path
-  source_exclude:
-    description:
-      - Glob patterns of file or directory names left out of the code archive.
-      - A C(requirements.txt) in the archive makes the framework container pip-install it; leave it out when
-        the image already has what it lists.
-    type: list
-    elements: str
-    default: ["__pycache__", "*.pyc", ".*"]
-  code_location:
-    description: S3 (or, locally, file://) prefix for code archives. Defaults to O(output_path)/code.
-    type: str
-  framework:
-    description: Framework whose SageMaker image runs the script.
-    type: str
-    choices: [mxnet]
-    default: mxnet
-  framework_version:
-    description: Framework version, looked up with the SageMaker SDK's C(image_uris.retrieve).
-    type: str
-    default: "1.9.0"
-  py_version:
-    description: Python version tag of the framework image.
-    type: str
-    default: py38
-  image_uri:
-    description: An explicit training image; overrides the framework lookup.
-    type: str
-  container_log_level:
-    description: Python logging level inside the container (C(sagemaker_container_log_level)).
-    type: int
-    default: 20
-  kms_key_id:
-    description: KMS key for SSE-KMS on uploads and on the job's output. Without it, SSE-S3 (AES256).
-    type: str
-  hyperparameters:
-    description: Hyperparameters (numbers, strings, booleans), passed to the script as C(--name value).
-    type: dict
-    default: {}
-  channels:
-    description: Input channels, each mounted at C(/opt/ml/input/data/<name>).
-    type: list
-    elements: dict
-    default: []
-    suboptions:
-      name:
-        description: Channel name (C(SM_CHANNEL_<NAME>)).
-        type: str
-        required: true
-      uri:
-        description: s3:// prefix, or file:// path in local mode.
-        type: str
-        required: true
-      content_type:
-        description: MIME type of the channel's data.
-        type: str
-      distribution:
-        description: Whether each instance gets all data or a shard by S3 key.
-        type: str
-        choices: [FullyReplicated, ShardedByS3Key]
-        default: FullyReplicated
-      input_mode:
-        description: Channel input mode.
-        type: str
-        choices: [File, Pipe, FastFile]
-      compression:
-        description: Compression of the channel's data.
-        type: str
-        choices: ["None", Gzip]
-        default: "None"
-  instance_type:
-    description: An ml.* instance type, or V(local) / V(local_gpu) to run on this machine.
-    type: str
-  instance_count:
-    description: Number of instances.
-    type: int
-    default: 1
-  volume_size:
-    description: EBS volume per instance, in GB.
-    type: int
-    default: 30
-  max_run:
-    description: Longest the job may run, in seconds; then it is stopped (status Stopped, MaxRuntimeExceeded).
-    type: int
-    default: 86400
-  use_spot:
-    description: Managed spot training.
-    type: bool
-    default: false
-  max_wait:
-    description: With spot, the longest wait for capacity plus run time, in seconds (>= O(max_run)).
-    type: int
-  checkpoint_s3_uri:
-    description: Where checkpoints are synced, so that an interrupted spot job resumes.
-    type: str
-  checkpoint_local_path:
-    description: Checkpoint directory inside the container.
-    type: str
-    default: /opt/ml/checkpoints
-  distribution:
-    description: Distributed training.
-    type: dict
-    suboptions:
-      parameter_server:
-        description: MXNet parameter server (scheduler, servers and workers with DMLC_* variables).
-        type: dict
-        suboptions:
-          enabled:
-            description: Start the parameter server.
-            type: bool
-            default: false
   metric_definitions:
-    description: Metrics read from the job's log; the regex's first group is the value.
-    type: list
-    elements: dict
     default: []
-    suboptions:
-      name:
-        description: Metric name.
-        type: str
-        required: true
-      regex:
-        description: Regular expression with one group.
-        type: str
-        required: true
-  output_path:
-    description: S3 prefix (or file:// locally) that receives C(<name>/output/model.tar.gz).
-    type: str
-  subnets:
-    description: VPC subnets (with O(security_group_ids)).
-    type: list
-    elements: str
-  security_group_ids:
-    description: VPC security groups (with O(subnets)).
-    type: list
-    elements: str
-  enable_network_isolation:
-    description: Run the container without network access.
-    type: bool
-    default: false
   tags:
     description: Tags for the job.
     type: dict
     default: {}
-  fleet:
-    description: When set, the tags C(dlfleet:fleet), C(dlfleet:owner) and C(dlfleet:ttl) are added.
-    type: str
-  owner:
-    description: Value of the C(dlfleet:owner) tag (with O(fleet)).
-    type: str
-    default: dlfleet
-  ttl:
-    description: Value of the C(dlfleet:ttl) tag (with O(fleet)), for example V(8h).
-    type: str
-    default: 8h
-  local_dir:
-    description: Local mode state (job records, work dirs, logs), and a cache of image URI lookups.
-    type: path
-    default: ~/.dlfleet/sagemaker-local
-  local_python:
-    description: Local mode interpreter that runs the entry point (the training environment's Python).
-    type: str
-    default: python3
-  wait:
-    description: Wait until the job is Completed, Failed or Stopped.
-    type: bool
-    default: true
-  wait_timeout:
-    description: Seconds to wait.
-    type: int
-    default: 86400
-  follow:
-    description:
-      - Print a line while the tuning job runs each time its counts of training jobs (completed, in progress,
-        stopped, failed), its best objective so far or its status change, on stderr with the time it was shown.
-      - Done by this module's action plugin (C(playbooks/action_plugins)); the module alone refuses it.
-    type: bool
-    default: false
-  follow_interval:
-    description:
-      - With O(follow) or O(log_file), the longest wait in seconds for news in one round.
-      - Defaults to 10 in local mode and 30 in AWS.
-    type: int
-  log_file:
-    description:
-      - A file on the controller that receives the whole log of the best training job when the tuning job
-        has ended (rewritten only when it differs). Done by the action plugin, as O(follow).
-    type: path
+attributes:
+  check_mode:
+    support: full
+    details: Reports what would be created or stopped, and uploads nothing.
+  diff_mode:
+    support: full
+  platform:
+    platforms: aws
+    details: Runs on the controller and acts through the AWS APIs (or the endpoint O(endpoint_url) names).
 extends_documentation_fragment:
+  - ansible.builtin.action_common_attributes
+  - sagemaker_job
+  - sagemaker_job.follow
+  - sagemaker_job.metric_definitions
+  - dlfleet_tags
   - amazon.aws.common.modules
   - amazon.aws.region.modules
   - amazon.aws.boto3

@@ -45,11 +45,24 @@ options:
 attributes:
   action:
     support: full
+  async:
+    support: none
+  bypass_host_loop:
+    support: none
   check_mode:
     support: none
     details: The role does not start training in check mode, so there is nothing to follow.
+  diff_mode:
+    support: none
+    details: Follows only; there is never a change to show.
+  platform:
+    platforms: posix
+    details: The action plugin runs on the controller and calls M(mxnet_train_progress) on the host.
 author:
-  - dlfleet
+  - dlfleet maintainers (@dlfleet)
+extends_documentation_fragment:
+  - ansible.builtin.action_common_attributes
+  - ansible.builtin.action_common_attributes.flow
 """
 
 EXAMPLES = r"""

@@ -58,7 +58,9 @@ attributes:
   platform:
     platforms: posix
 author:
-  - dlfleet
+  - dlfleet maintainers (@dlfleet)
+extends_documentation_fragment:
+  - ansible.builtin.action_common_attributes
 """
 
 EXAMPLES = r"""
