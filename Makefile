@@ -72,10 +72,10 @@ os-deps:
 
 lint: $(VENV)/.installed
 	$(BIN)/ruff check library module_utils scripts tests training benchmarks playbooks/filter_plugins \
-	  roles/*/library roles/*/action_plugins playbooks/action_plugins
+	  roles/*/library roles/*/action_plugins playbooks/action_plugins doc_fragments
 	PATH="$(BIN):$$PATH" $(BIN)/ansible-lint --profile production -q
-	@for m in library/*.py; do n=$$(basename $$m .py); \
-	  PATH="$(BIN):$$PATH" $(BIN)/ansible-doc -M library $$n >/dev/null || { echo "ansible-doc failed: $$n"; exit 1; }; done
+	@for m in library/*.py roles/*/library/*.py; do n=$$(basename $$m .py); \
+	  PATH="$(BIN):$$PATH" $(BIN)/ansible-doc -M $$(dirname $$m) $$n >/dev/null || { echo "ansible-doc failed: $$n"; exit 1; }; done
 	@echo "lint: ok"
 
 # Test tiers (README, "Tests"). Each runs alone; `make test` runs them all, side by side where the cores allow.

@@ -15,6 +15,7 @@ from typing import Any
 import pytest
 import yaml
 from ansible.plugins.loader import fragment_loader, init_plugin_loader
+from ansible.utils.collection_loader._collection_finder import _AnsibleCollectionFinder
 from ansible.utils.plugin_docs import get_docstring
 from helpers import ROOT
 
@@ -28,10 +29,36 @@ class _Captured(Exception):
     """Raised by the stand-in module class once it has the module's keyword arguments."""
 
 
-@pytest.fixture(scope="module", autouse=True)
-def _loaders() -> None:
-    init_plugin_loader([])
-    fragment_loader.add_directory(str(ROOT / "doc_fragments"))
+def _is_collection_module(name: str) -> bool:
+    return name == "ansible_collections" or name.startswith("ansible_collections.")
+
+
+@pytest.fixture(scope="module")
+def docs() -> dict[Path, Any]:
+    """(doc, examples, returns) of every module, or the error that loading it raised, read as ansible-doc reads them:
+    through the collection loader (amazon.aws's fragments) and doc_fragments/ (ansible.cfg's doc_fragment_plugins).
+    The collection loader is installed for this only: the modules other tests import from ansible_collections stay
+    as they were, and so do the import hooks."""
+    saved = {name: sys.modules.pop(name) for name in list(sys.modules) if _is_collection_module(name)}
+    meta_path, path_hooks = list(sys.meta_path), list(sys.path_hooks)
+    loaded: dict[Path, Any] = {}
+    try:
+        init_plugin_loader([])
+        fragment_loader.add_directory(str(ROOT / "doc_fragments"))
+        for path in MODULES:
+            try:
+                doc, examples, returns, _metadata = get_docstring(str(path), fragment_loader, is_module=True)
+                loaded[path] = (doc, examples, returns)
+            except Exception as err:  # reported by the test of that module
+                loaded[path] = err
+    finally:
+        _AnsibleCollectionFinder._remove()
+        sys.meta_path[:], sys.path_hooks[:] = meta_path, path_hooks
+        for name in [name for name in sys.modules if _is_collection_module(name)]:
+            del sys.modules[name]
+        sys.modules.update(saved)
+        sys.path_importer_cache.clear()
+    return loaded
 
 
 def _load(path: Path):
@@ -43,9 +70,10 @@ def _load(path: Path):
     return module
 
 
-def _docs(path: Path) -> tuple[dict[str, Any], str, dict[str, Any]]:
-    doc, examples, returns, _metadata = get_docstring(str(path), fragment_loader, is_module=True)
-    return doc, examples, returns
+def _docs(docs: dict[Path, Any], path: Path) -> tuple[dict[str, Any], str, dict[str, Any]]:
+    if isinstance(docs[path], Exception):
+        raise docs[path]
+    return docs[path]
 
 
 def _argument_spec(path: Path, monkeypatch: pytest.MonkeyPatch) -> dict[str, Any]:
@@ -128,16 +156,17 @@ def _return_problems(entries: dict[str, Any], where: str = "") -> list[str]:
 
 
 @pytest.mark.parametrize("path", MODULES, ids=lambda path: path.stem)
-def test_documented_options_match_the_argument_spec(path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    doc, _examples, _returns = _docs(path)
+def test_documented_options_match_the_argument_spec(path: Path, docs: dict[Path, Any],
+                                                   monkeypatch: pytest.MonkeyPatch) -> None:
+    doc, _examples, _returns = _docs(docs, path)
     assert doc["module"] == path.stem
     problems = _compare(doc.get("options") or {}, _argument_spec(path, monkeypatch), "")
     assert not problems, f"{path.stem}:\n  " + "\n  ".join(problems)
 
 
 @pytest.mark.parametrize("path", MODULES, ids=lambda path: path.stem)
-def test_examples_and_return_are_clean_yaml(path: Path) -> None:
-    _doc, examples, returns = _docs(path)
+def test_examples_and_return_are_clean_yaml(path: Path, docs: dict[Path, Any]) -> None:
+    _doc, examples, returns = _docs(docs, path)
     tasks = yaml.safe_load(examples)
     assert isinstance(tasks, list) and tasks, f"{path.stem}: EXAMPLES holds no task"
     for task in tasks:
@@ -148,8 +177,8 @@ def test_examples_and_return_are_clean_yaml(path: Path) -> None:
 
 
 @pytest.mark.parametrize("path", MODULES, ids=lambda path: path.stem)
-def test_every_module_documents_its_attributes_and_authors(path: Path) -> None:
-    doc, _examples, _returns = _docs(path)
+def test_every_module_documents_its_attributes_and_authors(path: Path, docs: dict[Path, Any]) -> None:
+    doc, _examples, _returns = _docs(docs, path)
     attributes = doc.get("attributes") or {}
     assert {"check_mode", "diff_mode", "platform"} <= set(attributes), f"{path.stem}: attributes {sorted(attributes)}"
     for name, attribute in attributes.items():

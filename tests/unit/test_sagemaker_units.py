@@ -2,7 +2,6 @@
 checks, the local container contract helpers, tuning samplers and the .npy encoder. No AWS, no processes."""
 from __future__ import annotations
 
-import importlib
 import io
 import json
 import math
@@ -270,30 +269,6 @@ def test_a_file_that_is_not_a_cifar_batch_is_refused(tmp_path: Path) -> None:
     bad.write_bytes(b"\0" * 100)
     with pytest.raises(sm.SageMakerError, match="not a CIFAR-10 binary batch"):
         invoke.read_batch(str(bad), 0)
-
-
-# ------------------------------------------------------------------------------------------ documentation
-
-@pytest.mark.parametrize("name", ["sagemaker_training_job", "sagemaker_tuning_job", "sagemaker_endpoint",
-                                  "sagemaker_endpoint_invoke"])
-def test_documented_options_match_the_argument_spec(name: str, monkeypatch: pytest.MonkeyPatch) -> None:
-    import yaml
-
-    module = importlib.import_module(f"library.{name}")
-    documented = set(yaml.safe_load(module.DOCUMENTATION)["options"])
-    captured: dict[str, Any] = {}
-
-    class Stop(Exception):
-        pass
-
-    def fake_module(argument_spec, **_kwargs):
-        captured.update(argument_spec)
-        raise Stop
-
-    monkeypatch.setattr(module, "AnsibleAWSModule", fake_module)
-    with pytest.raises(Stop):
-        module.main()
-    assert documented == set(captured)
 
 
 # ------------------------------------------------------------------------------------------ the deploy-time repack
