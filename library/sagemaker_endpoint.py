@@ -139,17 +139,6 @@ options:
     description: Tags for the endpoint, its config and its model.
     type: dict
     default: {}
-  fleet:
-    description: When set, the tags C(dlfleet:fleet), C(dlfleet:owner) and C(dlfleet:ttl) are added.
-    type: str
-  owner:
-    description: Value of the C(dlfleet:owner) tag (with O(fleet)).
-    type: str
-    default: dlfleet
-  ttl:
-    description: Value of the C(dlfleet:ttl) tag (with O(fleet)).
-    type: str
-    default: 8h
   local_dir:
     description: Local mode state (records, model servers and their pidfiles), and a cache of image URIs.
     type: path
@@ -177,6 +166,7 @@ attributes:
     details: Runs on the controller and acts through the AWS APIs (or the endpoint O(endpoint_url) names).
 extends_documentation_fragment:
   - ansible.builtin.action_common_attributes
+  - dlfleet_tags
   - amazon.aws.common.modules
   - amazon.aws.region.modules
   - amazon.aws.boto3

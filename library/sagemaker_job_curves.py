@@ -23,19 +23,7 @@ options:
     type: path
     required: true
   metric_definitions:
-    description: Metrics read from the log; the regex's first group is the value.
-    type: list
-    elements: dict
     required: true
-    suboptions:
-      name:
-        description: Metric name.
-        type: str
-        required: true
-      regex:
-        description: Regular expression with one group.
-        type: str
-        required: true
   dest:
     description: The PNG to write.
     type: path
@@ -73,6 +61,7 @@ attributes:
     details: Runs on the controller, on its files.
 extends_documentation_fragment:
   - ansible.builtin.action_common_attributes
+  - sagemaker_job.metric_definitions
 """
 
 EXAMPLES = r"""

@@ -133,6 +133,13 @@ options:
     type: dict
     default: {}
 attributes:
+  action:
+    support: full
+    details: Its action plugin does O(follow) and O(log_file); the module alone refuses them.
+  async:
+    support: none
+  bypass_host_loop:
+    support: none
   check_mode:
     support: full
     details: Reports what would be created or stopped, and uploads nothing.
@@ -143,6 +150,7 @@ attributes:
     details: Runs on the controller and acts through the AWS APIs (or the endpoint O(endpoint_url) names).
 extends_documentation_fragment:
   - ansible.builtin.action_common_attributes
+  - ansible.builtin.action_common_attributes.flow
   - sagemaker_job
   - sagemaker_job.follow
   - sagemaker_job.metric_definitions
