@@ -109,7 +109,8 @@ def gpu_gate(fixture: str, **role_vars: Any) -> dict[str, Any]:
 def mxnet_train(**role_vars: Any) -> dict[str, Any]:
     return {"ansible.builtin.include_role": {"name": "mxnet_train"},
             "vars": {"mxnet_train_home": "@tmp@/train-home", "mxnet_train_artifacts_dir": "@tmp@/train-artifacts",
-                     "mxnet_train_dataset": "synthetic", "mxnet_train_epochs": 1, **role_vars}}
+                     "mxnet_train_source_dir": str(ROOT / "training"), "mxnet_train_dataset": "synthetic",
+                     "mxnet_train_epochs": 1, **role_vars}}
 
 
 def dlami_env(**role_vars: Any) -> dict[str, Any]:
@@ -259,7 +260,7 @@ CASES: list[Case] = [
          ('dlami_env_name="mx\'p36"', "not an env name")),
     # role mxnet_train
     Case("mxnet-train-bad-kvstore", "play", mxnet_train(mxnet_train_kvstore="dist_async"),
-         ("mxnet_train_kvstore=dist_async", "local, device, dist_sync or dist_device_sync"),
+         ("mxnet_train_kvstore must be one of: local, device, dist_sync, dist_device_sync", "got: dist_async"),
          absent=("train-home", "train-artifacts"), not_in=("mxnet_train_dataset", "mxnet_train_epochs")),
     Case("mxnet-train-run-name-that-climbs-out", "play", mxnet_train(mxnet_train_run="../../etc"),
          ('mxnet_train_run="../../etc" is not a run name', "no slashes, dots"),

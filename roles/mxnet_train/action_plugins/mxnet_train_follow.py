@@ -26,6 +26,17 @@ from ansible.utils.display import Display
 
 display = Display()
 
+# The options, exactly as DOCUMENTATION in the role's library/mxnet_train_follow.py gives them.
+ARGUMENT_SPEC = dict(
+    pid_dir=dict(type="path", required=True),
+    jobs=dict(type="dict", required=True),
+    logs=dict(type="dict", default={}),
+    shown=dict(type="dict", default={}),
+    follow=dict(type="str"),
+    interval=dict(type="int", default=30),
+    run=dict(type="str"),
+    max_seconds=dict(type="int", default=0),
+)
 TAIL_LINES = 50            # log lines kept for the result (all of them are printed as they come)
 STOP_FILE_MAX_AGE = 86400  # stop files of plays older than this are removed at the start of a follow
 
@@ -68,15 +79,12 @@ class ActionModule(ActionBase):
     def run(self, tmp=None, task_vars=None):
         result = super().run(tmp, task_vars)
         del tmp
-        args = self._task.args
-        jobs = dict(args.get("jobs") or {})
-        if not args.get("pid_dir") or not jobs:
+        _, args = self.validate_argument_spec(argument_spec=ARGUMENT_SPEC)  # types and required: AnsibleActionFail
+        jobs = dict(args["jobs"])
+        if not args["pid_dir"] or not jobs:
             raise AnsibleActionFail("mxnet_train_follow needs pid_dir and jobs (process name -> async job id)")
-        try:
-            interval = int(args.get("interval", 30))
-            max_seconds = int(args.get("max_seconds") or 0)
-        except (TypeError, ValueError) as err:
-            raise AnsibleActionFail(f"interval and max_seconds must be whole numbers: {err}") from None
+        interval = 30 if args["interval"] is None else args["interval"]
+        max_seconds = args["max_seconds"] or 0
         if interval < 1 or max_seconds < 0:
             raise AnsibleActionFail(f"interval={interval} must be at least 1 (seconds) and max_seconds={max_seconds} "
                                     "0 (no limit) or more")
