@@ -5,6 +5,7 @@ from __future__ import annotations
 DOCUMENTATION = r"""
 module: dlfleet_reaper
 short_description: Remove dlfleet resources of a fleet, or those that outlived their dlfleet:ttl tag
+version_added: "1.0.0"
 description:
   - Finds every resource tagged C(dlfleet:fleet) (EC2 instances, EBS volumes, key pairs, security groups,
     SageMaker tuning and training jobs (stopped while they run), endpoints, endpoint configs and models), with

@@ -5,6 +5,7 @@ from __future__ import annotations
 DOCUMENTATION = r"""
 module: dlfleet_report
 short_description: Write a run's report.md from its artifacts
+version_added: "1.0.0"
 description:
   - Reads what a dlfleet run left in its artifacts directory (C(fleet.json), C(<host>/host.json),
     C(<host>/metrics.jsonl) and C(curves.png), C(sagemaker/*.json), C(teardown.json)) and writes C(report.md), with

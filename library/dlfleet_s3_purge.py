@@ -5,6 +5,7 @@ from __future__ import annotations
 DOCUMENTATION = r"""
 module: dlfleet_s3_purge
 short_description: Remove everything under one run's S3 key prefix
+version_added: "1.0.0"
 description:
   - Deletes every object under O(prefix) in O(bucket) (data, model artifacts, checkpoints, tuning output of a run),
     with one paginated listing and one C(DeleteObjects) request per 1000 keys, instead of one call per object.

@@ -5,6 +5,7 @@ from __future__ import annotations
 DOCUMENTATION = r"""
 module: nvidia_gpu_facts
 short_description: Gather NVIDIA GPU facts from nvidia-smi, and judge the host's GPU health
+version_added: "1.0.0"
 description:
   - Runs C(nvidia-smi) (the summary table, for the driver and CUDA versions) and
     C(nvidia-smi --query-gpu=... --format=csv,noheader,nounits) (one line per GPU), and returns count, names,

@@ -177,8 +177,9 @@ def test_examples_and_return_are_clean_yaml(path: Path, docs: dict[Path, Any]) -
 
 
 @pytest.mark.parametrize("path", MODULES, ids=lambda path: path.stem)
-def test_every_module_documents_its_attributes_and_authors(path: Path, docs: dict[Path, Any]) -> None:
+def test_every_module_documents_its_header_attributes_and_authors(path: Path, docs: dict[Path, Any]) -> None:
     doc, _examples, _returns = _docs(docs, path)
+    assert doc.get("short_description") and doc.get("description") and doc.get("version_added"), path.stem
     attributes = doc.get("attributes") or {}
     assert {"check_mode", "diff_mode", "platform"} <= set(attributes), f"{path.stem}: attributes {sorted(attributes)}"
     for name, attribute in attributes.items():

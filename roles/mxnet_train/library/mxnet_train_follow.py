@@ -5,6 +5,7 @@
 DOCUMENTATION = r"""
 module: mxnet_train_follow
 short_description: Follow a host's training processes until every one has ended
+version_added: "1.0.0"
 description:
   - Round after round, calls M(mxnet_train_progress) on the host (one remote call per round), prints the new log
     lines as they come, and reads the exit status of each process that ended from its async job.

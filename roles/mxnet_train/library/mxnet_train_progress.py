@@ -9,6 +9,7 @@ from ansible.module_utils.basic import AnsibleModule
 DOCUMENTATION = r"""
 module: mxnet_train_progress
 short_description: Wait for the next sign of progress of running training processes, and report it
+version_added: "1.0.0"
 description:
   - Waits, for at most O(timeout) seconds, until the log named by O(follow) gains a line, or until one of the
     processes in O(running) ends; then returns the new complete lines of every log in O(logs) and which
