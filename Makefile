@@ -38,9 +38,17 @@ $(VENV)/.ansiballz-bytecode: scripts/ansiballz_bytecode.py $(VENV)/.bootstrap
 	  echo "import dlfleet_ansiballz_bytecode" > "$$site/dlfleet_ansiballz_bytecode.pth"
 	touch $@
 
-$(TVENV)/.installed: training/requirements.txt requirements/training-test.txt $(VENV)/.bootstrap
+# The training venv also runs the local SageMaker runtime (`python -m sagemaker_local`, the modules' local_python):
+# its requirements, and the package linked into site-packages (the project's copy, so an edit takes effect at once),
+# byte-compiled (its processes run with PYTHONDONTWRITEBYTECODE, and every local call imports it).
+$(TVENV)/.installed: training/requirements.txt requirements/training-test.txt sagemaker_local/requirements.txt \
+                     $(VENV)/.bootstrap
 	$(PYTHON) -m venv $(TVENV)
-	$(UV) pip install $(UV_FLAGS) --python $(TBIN)/python -r requirements/training-test.txt
+	$(UV) pip install $(UV_FLAGS) --python $(TBIN)/python -r requirements/training-test.txt \
+	  -r sagemaker_local/requirements.txt
+	site=$$($(TBIN)/python -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])') && \
+	  ln -sfn $(CURDIR)/sagemaker_local "$$site/sagemaker_local" && \
+	  $(TBIN)/python -m compileall -q sagemaker_local
 	touch $@
 
 # .venv-py38: the SageMaker MXNet 1.9 images' Python (3.8) with the real toolkits, for the conformance tier. Python 3.8
@@ -71,7 +79,7 @@ os-deps:
 	scripts/os-deps
 
 lint: $(VENV)/.installed
-	$(BIN)/ruff check library module_utils scripts tests training benchmarks playbooks/filter_plugins \
+	$(BIN)/ruff check library module_utils sagemaker_local scripts tests training benchmarks playbooks/filter_plugins \
 	  roles/*/library roles/*/action_plugins playbooks/action_plugins doc_fragments
 	PATH="$(BIN):$$PATH" $(BIN)/ansible-lint --profile production -q
 	@for m in library/*.py roles/*/library/*.py; do n=$$(basename $$m .py); \

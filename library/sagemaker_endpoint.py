@@ -254,7 +254,6 @@ from ansible.module_utils.dlfleet_aws import tag_list
 from ansible.module_utils.dlfleet_sagemaker import (
     ENDPOINT_STABLE,
     MODEL_CODE_DIR,
-    POLL_SECONDS,
     SageMakerError,
     Storage,
     check_instance_type,
@@ -356,7 +355,7 @@ def config_request(params: dict, model_name: str, tags: dict) -> dict:
 def wait_endpoint(backend, name: str, params: dict, log) -> tuple[dict, list[str]]:
     timeout = params["wait_timeout"]
     return wait_for(lambda: backend.describe_endpoint(name), lambda r: r.get("EndpointStatus", "Deleted"),
-                    (*ENDPOINT_STABLE, "Deleted"), timeout, POLL_SECONDS[backend.mode], f"endpoint {name}", log)
+                    (*ENDPOINT_STABLE, "Deleted"), timeout, backend.poll_seconds, f"endpoint {name}", log)
 
 
 def owned(backend, kind: str, name: str, endpoint: str) -> bool:
@@ -397,10 +396,8 @@ def smoke(backend, name: str, smoke_test: dict):
 
 
 def ensure_present(backend, storage: Storage, params: dict, check_mode: bool, region: str, log) -> dict:
-    local = backend.mode == "local"
-    check_params(params, local)
-    if local:
-        backend.check_python()
+    check_params(params, mode_of(params))
+    backend.prepare()
     name = params["name"]
     tags = resource_tags(params)
     first_type = variants_of(params)[0]["instance_type"]

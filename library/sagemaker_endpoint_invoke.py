@@ -57,6 +57,12 @@ options:
     description: Local mode state, as given to M(sagemaker_endpoint).
     type: path
     default: ~/.dlfleet/sagemaker-local
+  local_python:
+    description:
+      - Local mode's Python, as given to M(sagemaker_endpoint); it runs the local SageMaker runtime that answers
+        the call (the package C(sagemaker_local)).
+    type: str
+    default: python3
 attributes:
   check_mode:
     support: full
@@ -86,6 +92,7 @@ EXAMPLES = r"""
     name: cifar10-local
     instance_type: local
     local_dir: .run/sagemaker
+    local_python: .venv-train/bin/python
     body: "{{ [[[[0] * 32] * 32] * 3] | to_json }}"
 """
 
@@ -219,6 +226,7 @@ def main() -> None:
             sample_size=dict(type="int", default=10),
             instance_type=dict(type="str"),
             local_dir=dict(type="path", default="~/.dlfleet/sagemaker-local"),
+            local_python=dict(type="str", default="python3"),
         ),
         supports_check_mode=True,
         mutually_exclusive=[("body", "cifar10_batch")],

@@ -136,7 +136,6 @@ log_error:
 import time
 
 from ansible.module_utils import dlfleet_sagemaker_logs as logs
-from ansible.module_utils.dlfleet_aws import aws_retry, error_code
 from ansible.module_utils.dlfleet_sagemaker import (
     TRAINING_TERMINAL,
     TUNING_TERMINAL,
@@ -151,35 +150,6 @@ try:
 except ImportError:  # AnsibleAWSModule reports a missing botocore
     BotoCoreError = ClientError = Exception  # type: ignore[assignment,misc]
 
-POLL = {"aws": 5.0, "local": 0.5}   # seconds between two looks within one call
-
-
-def logs_call(fn, **kwargs):
-    """A retried CloudWatch Logs call; None when the group or stream does not exist (yet)."""
-    try:
-        return aws_retry(fn)(**kwargs)
-    except ClientError as err:
-        if error_code(err) == "ResourceNotFoundException":
-            return None
-        raise
-
-
-class LogReader:
-    """New lines of a training job's log after a cursor, from CloudWatch Logs or the local container log."""
-
-    def __init__(self, module, backend) -> None:
-        self.module = module
-        self.backend = backend
-        self._client = None
-
-    def read(self, name: str, cursor: dict, limit: int, final: bool, hosts: int) -> tuple[list[str], dict, bool]:
-        if self.backend.mode == "local":
-            return self.backend.training_log_since(name, cursor, limit, final, hosts)
-        if self._client is None:
-            self._client = self.module.client("logs", retry_decorator=aws_retry)
-        return logs.aws_read(self._client, name, cursor, limit, logs_call, hosts)
-
-
 def instance_count(record: dict) -> int:
     """The training job's InstanceCount (its lines are labelled [algo-N] when it is more than one)."""
     try:
@@ -188,7 +158,7 @@ def instance_count(record: dict) -> int:
         return 1
 
 
-def look(backend, reader: LogReader, params: dict, sleep=time.sleep, clock=time.monotonic) -> dict:
+def look(backend, params: dict, sleep=time.sleep, clock=time.monotonic) -> dict:
     """Describe the job (and read its log) until something is new, it has ended, or the timeout is over."""
     kind, name = params["kind"], params["name"]
     describe = backend.describe_training_job if kind == "training" else backend.describe_tuning_job
@@ -212,14 +182,14 @@ def look(backend, reader: LogReader, params: dict, sleep=time.sleep, clock=time.
         terminal = status in terminal_states
         if kind == "training" and params["read_log"] and log_error is None:
             try:
-                got, cursor, more = reader.read(name, cursor, params["limit"] - len(lines), terminal,
-                                                instance_count(record))
+                got, cursor, more = backend.training_log_since(name, cursor, params["limit"] - len(lines), terminal,
+                                                               instance_count(record))
                 lines += got
             except (ClientError, BotoCoreError) as err:
                 log_error = f"the job's log could not be read: {err}"
         if messages or lines or terminal or more or clock() >= deadline:
             break
-        sleep(min(POLL[backend.mode], max(0.0, deadline - clock())))
+        sleep(min(backend.look_seconds, max(0.0, deadline - clock())))
     result = {"changed": False, "status": status, "terminal": terminal, "messages": messages, "lines": lines,
               "more": more, "cursor": cursor, "seen": seen}
     if kind == "tuning":
@@ -253,7 +223,7 @@ def main() -> None:
         if not local and not module.region:
             raise SageMakerError("no AWS region: set `region` or AWS_REGION / AWS_DEFAULT_REGION", code="NoRegion")
         backend = backend_for(module, local)
-        result = look(backend, LogReader(module, backend), params)
+        result = look(backend, params)
     except SageMakerError as err:
         module.fail_json(msg=str(err), error_code=err.code)
     module.exit_json(**result)

@@ -191,7 +191,6 @@ image_uri:
 """
 
 from ansible.module_utils.dlfleet_sagemaker import (
-    POLL_SECONDS,
     TRAINING_TERMINAL,
     SageMakerError,
     Storage,
@@ -221,7 +220,7 @@ from ansible_collections.amazon.aws.plugins.module_utils.modules import AnsibleA
 
 def wait_job(backend, name: str, params: dict, log) -> tuple[dict, list[str]]:
     return wait_for(lambda: backend.describe_training_job(name), training_status, TRAINING_TERMINAL,
-                    params["wait_timeout"], POLL_SECONDS[backend.mode], f"training job {name}", log)
+                    params["wait_timeout"], backend.poll_seconds, f"training job {name}", log)
 
 
 def finish(backend, record: dict, params: dict, seen: list[str], changed: bool) -> dict:
@@ -242,8 +241,7 @@ def ensure_present(backend, storage: Storage, params: dict, check_mode: bool, re
     name = params["name"]
     check_name("training job", name)
     check_training_params(params)
-    if backend.mode == "local":
-        backend.check_python()
+    backend.prepare()
     image = image_uri(params, region, "training", params["instance_type"], image_cache_path(params))
     bundle = source_bundle(params, default_code_location(params["output_path"]))
     request = training_job_request(params, name, image, bundle, region)

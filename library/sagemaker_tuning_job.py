@@ -245,7 +245,6 @@ followed:
 
 from ansible.module_utils.dlfleet_aws import tag_list
 from ansible.module_utils.dlfleet_sagemaker import (
-    POLL_SECONDS,
     TUNING_TERMINAL,
     SageMakerError,
     Storage,
@@ -422,9 +421,6 @@ def trials_of(backend, name: str, metric: str) -> list[dict]:
     for trial in backend.list_tuning_trials(name):
         value = (trial.get("FinalHyperParameterTuningJobObjectiveMetric") or {}).get("Value")
         job = backend.describe_training_job(trial["TrainingJobName"]) or {}   # its billable time, for the cost
-        if value is None and backend.mode == "local":
-            value = next((m["Value"] for m in job.get("FinalMetricDataList") or [] if m["MetricName"] == metric),
-                         None)
         out.append({"name": trial["TrainingJobName"], "status": trial.get("TrainingJobStatus"),
                     "hyperparameters": decode_hyperparameters(trial.get("TunedHyperParameters")),
                     "objective_value": value, "billable_seconds": job.get("BillableTimeInSeconds")})
@@ -452,18 +448,17 @@ def tuning_result(backend, record: dict | None, metric: str | None) -> dict:
 def wait_tuning(backend, name: str, params: dict, log) -> dict:
     record, _seen = wait_for(lambda: backend.describe_tuning_job(name),
                              lambda r: r.get("HyperParameterTuningJobStatus", "Unknown"), TUNING_TERMINAL,
-                             params["wait_timeout"], POLL_SECONDS[backend.mode], f"tuning job {name}", log)
+                             params["wait_timeout"], backend.poll_seconds, f"tuning job {name}", log)
     return record
 
 
 def ensure_present(backend, storage: Storage, params: dict, check_mode: bool, region: str, module) -> dict:
     name = params["name"]
     check_tuning_params(params)
-    if backend.mode == "local":
-        backend.check_python()
-        if params["strategy"] in ("Bayesian", "Hyperband"):
-            module.warn(f"local mode has no {params['strategy']} model: its trials are sampled at random within "
-                        f"the ranges (with their scaling)")
+    backend.prepare()
+    warning = backend.strategy_warning(params["strategy"])
+    if warning:
+        module.warn(warning)
     image = image_uri(params, region, "training", params["instance_type"], image_cache_path(params))
     bundle = source_bundle(params, default_code_location(params["output_path"]))
     request = tuning_request(params, image, bundle, region)

@@ -1,7 +1,8 @@
 # Shared code of the SageMaker modules: option specs, validation, source packing, request builders,
 # idempotency checks, waiting with progress, results, and the AWS backend (one thin retried wrapper per
-# SageMaker call). The local backend (instance_type: local) lives in dlfleet_sagemaker_local and answers
-# the same calls with the same record shapes, so that every module runs one code path in both modes.
+# SageMaker call). The local backend (instance_type: local, dlfleet_sagemaker_local) is a client of the local
+# runtime (the sagemaker_local package) and answers the same calls with the same record shapes: every module runs
+# one code path in both modes, and what differs between them is a method or attribute of the backend.
 from __future__ import annotations
 
 import fnmatch
@@ -16,6 +17,7 @@ import time
 from datetime import datetime
 from typing import Any
 
+from ansible.module_utils import dlfleet_sagemaker_logs as logs
 from ansible.module_utils.dlfleet_aws import aws_retry, error_code, fleet_tags, tag_dict, tag_list
 from ansible.module_utils.dlfleet_s3 import normalize_prefix
 
@@ -38,7 +40,6 @@ SAGEMAKER_HP_REGION = "sagemaker_region"
 SAGEMAKER_HP_LOG_LEVEL = "sagemaker_container_log_level"
 SAGEMAKER_HP_JOB_NAME = "sagemaker_job_name"
 SAGEMAKER_HP_PS = "sagemaker_parameter_server_enabled"
-POLL_SECONDS = {"aws": 15.0, "local": 0.5}  # longest pause between two Describe* calls while waiting
 
 
 class SageMakerError(Exception):
@@ -819,16 +820,39 @@ def _call(fn, what: str, missing_ok: bool = False, **kwargs):
         raise SageMakerError(f"{what} failed: {err}", code=error_code(err) or "AWSError") from err
 
 
+def _logs_call(fn, **kwargs):
+    """A retried CloudWatch Logs call; None when the group or stream does not exist (yet)."""
+    try:
+        return aws_retry(fn)(**kwargs)
+    except ClientError as err:
+        if error_code(err) == "ResourceNotFoundException":
+            return None
+        raise
+
+
 class AwsBackend:
     """SageMaker in AWS (or the emulator): boto3 clients with dlfleet's retry policy."""
 
-    mode = "aws"
+    poll_seconds = 15.0   # longest pause between two Describe* calls while waiting
+    look_seconds = 5.0    # pause between two looks of sagemaker_job_progress
 
     def __init__(self, module) -> None:
         self.module = module
         self.sm = module.client("sagemaker", retry_decorator=aws_retry)
         self._runtime = None
         self._logs = None
+
+    def prepare(self) -> None:
+        """What must hold before a job or endpoint is created (AWS checks the rest itself)."""
+
+    def strategy_warning(self, strategy: str) -> str | None:
+        """A warning when the tuning strategy runs otherwise than asked (never in AWS)."""
+        return None
+
+    def logs_client(self):
+        if self._logs is None:
+            self._logs = self.module.client("logs", retry_decorator=aws_retry)
+        return self._logs
 
     # training jobs
     def describe_training_job(self, name: str) -> dict[str, Any] | None:
@@ -844,21 +868,26 @@ class AwsBackend:
         """The newest lines of the job's CloudWatch log streams, when there are any."""
         if lines <= 0:
             return []
-        if self._logs is None:
-            self._logs = self.module.client("logs", retry_decorator=aws_retry)
+        logs_client = self.logs_client()
         group = "/aws/sagemaker/TrainingJobs"
         try:
-            streams = aws_retry(self._logs.describe_log_streams)(
+            streams = aws_retry(logs_client.describe_log_streams)(
                 logGroupName=group, logStreamNamePrefix=f"{name}/").get("logStreams", [])
             out: list[str] = []
             for stream in streams[:4]:
-                events = aws_retry(self._logs.get_log_events)(
+                events = aws_retry(logs_client.get_log_events)(
                     logGroupName=group, logStreamName=stream["logStreamName"], limit=lines,
                     startFromHead=False).get("events", [])
                 out += [e["message"].rstrip("\n") for e in events]
             return out[-lines:]
         except (ClientError, BotoCoreError):
             return []  # no log group yet (or no logs permission): progress goes on without the tail
+
+    def training_log_since(self, name: str, cursor: dict[str, Any], limit: int, final: bool,
+                           hosts: int = 1) -> tuple[list[str], dict[str, Any], bool]:
+        """The job's CloudWatch log lines after `cursor`, labelled with their instance when `hosts` > 1 (botocore
+        errors other than a missing group or stream are raised)."""
+        return logs.aws_read(self.logs_client(), name, cursor, limit, _logs_call, hosts)
 
     # tuning jobs
     def describe_tuning_job(self, name: str) -> dict[str, Any] | None:
@@ -992,7 +1021,7 @@ def run_module(module, local_of, ensure_present, ensure_absent, log) -> None:
         region = region_of(module, local)
         backend = backend_for(module, local)
         if params["state"] == "present":
-            storage = backend.storage if local else Storage(s3_client_factory(module), params["kms_key_id"])
+            storage = Storage(s3_client_factory(module), params["kms_key_id"])
             result = ensure_present(backend, storage, params, module.check_mode, region, log)
         else:
             result = ensure_absent(backend, params, module.check_mode, log)

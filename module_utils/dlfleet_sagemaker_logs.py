@@ -1,19 +1,16 @@
 # A SageMaker job's progress, read a little at a time: the status and secondary-status transitions of a training
 # job, the counters and best objective of a tuning job, and the new lines of a training job's log since a cursor.
 # The log is CloudWatch Logs in AWS (group /aws/sagemaker/TrainingJobs, one stream <job>/algo-N-<epoch> per
-# instance, read with GetLogEvents and each stream's forward token, so that no line comes twice) and the container
-# log files algo-N.log of a local job (read from a byte offset). One call reads at most `limit` lines: a caller that
-# follows a job for days keeps only the cursor. Every line of a job on several instances (its ResourceConfig's
+# instance, read with GetLogEvents and each stream's forward token, so that no line comes twice); a local job's log
+# is read by the local runtime (sagemaker_local.logs) the same way. One call reads at most `limit` lines: a caller
+# that follows a job for days keeps only the cursor. Every line of a job on several instances (its ResourceConfig's
 # InstanceCount) is prefixed with [algo-N], whichever streams exist yet; the streams are read in algo-N order.
 from __future__ import annotations
 
-import os
 import re
 from typing import Any
 
 LOG_GROUP = "/aws/sagemaker/TrainingJobs"
-LOCAL_LOG_RE = re.compile(r"^(algo-\d+)\.log$")
-MAX_READ_BYTES = 1 << 20   # the most one local read takes from one file
 
 # The options of sagemaker_training_job and sagemaker_tuning_job that their action plugins act on.
 FOLLOW_SPEC: dict[str, dict[str, Any]] = dict(
@@ -102,51 +99,6 @@ def aws_read(logs, job: str, cursor: dict[str, Any], limit: int, call,
         else:
             more = True
     return lines, {"tokens": tokens}, more
-
-
-# ------------------------------------------------------------------------------------------------------------
-# Local mode: the container log files of the job's work dir
-# ------------------------------------------------------------------------------------------------------------
-
-def local_log_files(job_dir: str) -> list[str]:
-    try:
-        names = [n for n in os.listdir(job_dir) if LOCAL_LOG_RE.match(n)]
-    except OSError:
-        return []
-    return sorted(names, key=algo_order)
-
-
-def local_read(job_dir: str, cursor: dict[str, Any], limit: int, final: bool,
-               hosts: int = 1) -> tuple[list[str], dict[str, Any], bool]:
-    """New complete lines of the job's algo-N.log files after `cursor` (file -> byte offset), at most `limit`, each
-    labelled when the job runs on `hosts` > 1 instances. A last line without its newline is left for the next read
-    unless the job has ended (`final`)."""
-    offsets = dict(cursor.get("offsets") or {})
-    files = local_log_files(job_dir)
-    lines: list[str] = []
-    more = False
-    for name in files:
-        host = name[:-len(".log")]
-        start = int(offsets.get(name, 0))
-        try:
-            with open(os.path.join(job_dir, name), "rb") as fh:
-                fh.seek(start)
-                data = fh.read(MAX_READ_BYTES)
-                more = more or bool(fh.read(1))
-        except OSError:
-            continue
-        end = data.rfind(b"\n") + 1
-        if (final and not more) or (end == 0 and len(data) == MAX_READ_BYTES):
-            end = len(data)   # the job's last words, or a line longer than one read: shown as it is
-        taken = 0
-        for raw in data[:end].splitlines(keepends=True):
-            if len(lines) >= limit:
-                more = True
-                break
-            lines.append(_labelled(host, hosts, raw.decode("utf-8", "replace").rstrip("\r\n")))
-            taken += len(raw)
-        offsets[name] = start + taken
-    return lines, {"offsets": offsets}, more
 
 
 # ------------------------------------------------------------------------------------------------------------

@@ -12,7 +12,6 @@ import json
 import os
 import shutil
 import subprocess
-import sys
 import time
 import urllib.parse
 from dataclasses import dataclass
@@ -20,7 +19,6 @@ from pathlib import Path
 from typing import Any
 
 import yaml
-from ansible.module_utils import dlfleet_sagemaker_container as container
 from ansible.module_utils.dlfleet_sagemaker import (
     Storage,
     encode_hyperparameters,
@@ -33,6 +31,7 @@ from ansible.module_utils.dlfleet_sagemaker_local import LocalBackend
 from helpers import ROOT
 
 from library import sagemaker_endpoint as endpoint_module
+from sagemaker_local import container
 
 PY38_VENV = Path(os.environ.get("DLFLEET_PY38_VENV") or ROOT / ".venv-py38")
 PY38 = PY38_VENV / "bin" / "python"
@@ -177,8 +176,9 @@ def local_training_request(name: str, user: dict[str, Any], code: Path, data: Pa
 
 
 def run_local_job(jobs_dir: Path, request: dict[str, Any], timeout: int = 400) -> tuple[Path, dict[str, Any]]:
-    """The local runtime's supervisor (module_utils/dlfleet_sagemaker_container.py train), in the foreground, with
-    the inventory's local_python; returns the job folder and its final DescribeTrainingJob record."""
+    """The local runtime's supervisor (`python -m sagemaker_local train`), in the foreground, in the inventory's
+    local_python (the training environment, as the local backend runs it); returns the job folder and its final
+    DescribeTrainingJob record."""
     job_dir = jobs_dir / request["TrainingJobName"]
     job_dir.mkdir(parents=True)
     (job_dir / "request.json").write_text(json.dumps(request))
@@ -186,13 +186,14 @@ def run_local_job(jobs_dir: Path, request: dict[str, Any], timeout: int = 400) -
     (job_dir / "record.json").write_text(json.dumps(record))
     env = {**{k: v for k, v in os.environ.items() if not k.startswith(("SM_", "DMLC_"))},
            "OMP_NUM_THREADS": "1", "AWS_REGION": "us-east-1"}
-    subprocess.run([sys.executable, container.__file__, "train", str(job_dir)], env=env, check=False,
+    subprocess.run([str(TRAIN_PYTHON), "-m", container.PACKAGE, "train", str(job_dir)], env=env, check=False,
                    timeout=timeout, capture_output=True)
     return job_dir, json.loads((job_dir / "record.json").read_text())
 
 
 class LocalModule:
-    """What LocalBackend reads from an Ansible module: its params and region (no AWS call is made for file://)."""
+    """What LocalBackend (the local runtime's client) reads from an Ansible module: its params and region (no AWS
+    call is made for file://)."""
 
     def __init__(self, local_dir: Path) -> None:
         self.params = {"local_dir": str(local_dir), "local_python": str(TRAIN_PYTHON), "kms_key_id": None}

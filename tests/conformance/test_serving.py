@@ -1,8 +1,9 @@
 """Serving: the model.tar.gz of the real training job, through the serving image's MXNet handler service
 (sagemaker-inference 1.10.1 + sagemaker-mxnet-inference 1.5.5, driven as multi-model-server's Python worker drives
-it: mms_driver.py) and through our local endpoint (module_utils/dlfleet_sagemaker_local.py); one table of requests,
-the same status codes and bodies. Error bodies are the message and then a traceback, whose file paths differ between
-the two installations: their first line (the message) is compared."""
+it: mms_driver.py) and through our local endpoint (the sagemaker_local runtime, through its client
+module_utils/dlfleet_sagemaker_local.py); one table of requests, the same status codes and bodies. Error bodies are
+the message and then a traceback, whose file paths differ between the two installations: their first line (the
+message) is compared."""
 from __future__ import annotations
 
 import base64

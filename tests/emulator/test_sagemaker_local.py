@@ -22,10 +22,13 @@ import uuid
 from collections.abc import Iterator
 from datetime import datetime
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 import pytest
 import yaml
+from ansible.module_utils import dlfleet_sagemaker as sm
+from ansible.module_utils import dlfleet_sagemaker_local as client
 from helpers import ROOT, run_playbook
 
 TRAIN_PYTHON = str(ROOT / ".venv-train" / "bin" / "python")
@@ -156,7 +159,7 @@ def test_real_training_then_endpoint_answers_like_the_handlers(emulator, aws_env
         {"name": "Deploy", "sagemaker_endpoint": {**deploy, "model_data": "{{ train.model_artifact }}"}},
         {"name": "Deploy again", "sagemaker_endpoint": {**deploy, "model_data": "{{ train.model_artifact }}"}},
         {"name": "Score", "sagemaker_endpoint_invoke": {"name": endpoint, "instance_type": "local",
-                                                        "local_dir": str(local_dir),
+                                                        "local_dir": str(local_dir), "local_python": TRAIN_PYTHON,
                                                         "cifar10_batch": str(cifar / "test_batch.bin"),
                                                         "batch_size": 20}},
     ], aws_env)
@@ -419,7 +422,7 @@ def test_a_channel_object_named_to_climb_out_is_refused_and_nothing_lands_outsid
         emulator, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """Local mode copies a channel from S3 into /opt/ml/input/data/<channel>: an object key holding `../` must not
     write outside it (S3 keys are any string; here the emulator's S3, over HTTP)."""
-    from ansible.module_utils import dlfleet_sagemaker_container as container
+    from sagemaker_local import container
 
     s3 = emulator.client("s3")
     bucket = f"sm-local-keys-{uuid.uuid4().hex[:8]}"
@@ -554,3 +557,33 @@ def test_a_failed_scoring_still_removes_the_endpoint_and_fails_the_run(emulator,
     sm = emulator.client("sagemaker")
     assert not [e for e in sm.list_endpoints()["Endpoints"] if e["EndpointName"].startswith(run)]
     assert not [m for m in sm.list_models()["Models"] if m["ModelName"].startswith(run)]
+def _client(tmp_path: Path, python: str) -> client.LocalBackend:
+    """The local backend (module_utils), as a module makes it: a client of the runtime in `python`."""
+    module = SimpleNamespace(params={"local_dir": str(tmp_path), "local_python": python}, region="us-east-1")
+    return client.LocalBackend(module)
+
+
+def test_the_client_raises_the_runtime_errors_as_sagemaker_errors(tmp_path: Path) -> None:
+    local = _client(tmp_path, TRAIN_PYTHON)
+    assert local.describe_endpoint("nope") is None
+    with pytest.raises(sm.SageMakerError) as err:
+        local.stop_tuning_job("nope")
+    assert err.value.code == "ValidationException" and "Could not find hyper parameter tuning job" in str(err.value)
+
+
+def test_a_python_without_the_runtime_or_a_missing_python_is_named_with_the_fix(tmp_path: Path) -> None:
+    fake = tmp_path / "python"
+    fake.write_text("#!/bin/sh\necho \"$0: No module named sagemaker_local\" >&2\nexit 1\n")
+    fake.chmod(0o755)
+    with pytest.raises(sm.SageMakerError) as err:
+        _client(tmp_path, str(fake)).describe_training_job("j")
+    assert "has no local SageMaker runtime (sagemaker_local)" in str(err.value) and "make venv" in str(err.value)
+    missing = _client(tmp_path, str(tmp_path / "nowhere" / "python"))
+    with pytest.raises(sm.SageMakerError) as err:
+        missing.prepare()
+    assert "is not an executable Python" in str(err.value)
+    with pytest.raises(sm.SageMakerError) as err:
+        missing.describe_training_job("j")
+    assert "is not an executable Python" in str(err.value)
+
+

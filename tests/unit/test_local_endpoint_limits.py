@@ -1,4 +1,4 @@
-"""The local endpoint's limits (module_utils/dlfleet_sagemaker_container.py): body size, read timeouts, a bounded
+"""The local endpoint's limits (sagemaker_local/serving.py): body size, read timeouts, a bounded
 number of connections, and a clear 4xx for every malformed request. The real server class and handler, in this
 process, on a loopback port; the inference module is a tiny one of the test's own."""
 from __future__ import annotations
@@ -12,7 +12,8 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from ansible.module_utils import dlfleet_sagemaker_container as container
+
+from sagemaker_local import serving
 
 INFERENCE = """\
 def model_fn(model_dir):
@@ -28,10 +29,10 @@ def endpoint(tmp_path: Path) -> Iterator[dict]:
     code = tmp_path / "model" / "code"
     code.mkdir(parents=True)
     (code / "limits_infer.py").write_text(INFERENCE)
-    handlers = container.Handlers(str(tmp_path / "model"), "limits_infer.py")
+    handlers = serving.Handlers(str(tmp_path / "model"), "limits_infer.py")
     assert handlers.error is None, handlers.error
-    handler = container.make_handler(handlers, max_body=1024, read_timeout=1.0)
-    server = container.ReusePortServer(("127.0.0.1", 0), handler, max_connections=4)
+    handler = serving.make_handler(handlers, max_body=1024, read_timeout=1.0)
+    server = serving.ReusePortServer(("127.0.0.1", 0), handler, max_connections=4)
     thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
     thread.start()
     try:

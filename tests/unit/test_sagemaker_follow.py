@@ -4,9 +4,9 @@ the action plugin's loop (playbooks/action_plugins/sagemaker_training_job.py) ru
 sagemaker_job_progress (look) and the real log readers (module_utils/dlfleet_sagemaker_logs) in place of the module
 calls. Each line is shown once and in order, also the last ones that CloudWatch shows only after the job's end,
 memory stays flat over thousands of rounds, the time bound holds, every line of a multi-instance job is labelled with
-its instance and the streams go in algo-N order, the local container log is read from byte offsets, and the metric
-definitions give the curves' series from the first instance alone. The modules and
-the playbook run for real in tests/emulator (test_sagemaker_local.py, test_sagemaker_aws.py)."""
+its instance and the streams go in algo-N order, the local container log is read from byte offsets
+(sagemaker_local.logs), and the metric definitions give the curves' series from the first instance alone. The modules
+and the playbook run for real in tests/emulator (test_sagemaker_local.py, test_sagemaker_aws.py)."""
 from __future__ import annotations
 
 import gc
@@ -20,9 +20,11 @@ import pytest
 from ansible.errors import AnsibleActionFail
 from ansible.module_utils import dlfleet_sagemaker_curves as curves
 from ansible.module_utils import dlfleet_sagemaker_logs as logs
+from ansible.module_utils.dlfleet_sagemaker import AwsBackend
 from helpers import ROOT
 
 from library import sagemaker_job_progress as progress
+from sagemaker_local import logs as local_logs
 
 SPEC = importlib.util.spec_from_file_location(
     "sagemaker_training_job_action_under_test", ROOT / "playbooks/action_plugins/sagemaker_training_job.py")
@@ -52,7 +54,7 @@ class SimulatedJob:
         self.looks = 0
         self.streams = {f"{name}/algo-{i + 1}-1700000000": [] for i in range(hosts)}
         self.module = SimpleNamespace(region="us-east-1")
-        self.mode = "aws"
+        self.look_seconds = AwsBackend.look_seconds
 
     # SageMaker
     def describe_training_job(self, name: str) -> dict[str, Any] | None:
@@ -98,6 +100,10 @@ class SimulatedJob:
         page = [{"timestamp": t, "message": m} for t, m in events[start:min(start + limit, readable)]]
         return {"events": page, "nextForwardToken": f"f/{start + len(page)}"}
 
+    def training_log_since(self, name: str, cursor: dict, limit: int, final: bool, hosts: int):
+        """AwsBackend.training_log_since, with this job as the CloudWatch Logs client."""
+        return logs.aws_read(self, name, cursor, limit, call, hosts)
+
 
 def call(fn, **kwargs):
     try:
@@ -106,12 +112,6 @@ def call(fn, **kwargs):
         return None
 
 
-class Reader:
-    def __init__(self, job: SimulatedJob) -> None:
-        self.job = job
-
-    def read(self, name: str, cursor: dict, limit: int, final: bool, hosts: int):
-        return logs.aws_read(self.job, name, cursor, limit, call, hosts)
 
 
 def round_params(args: dict) -> dict:
@@ -156,7 +156,7 @@ def plugin_for(job: SimulatedJob, log_file: Path | None, shown: list[str], **tas
         return {"changed": len(plugin.module_calls) == 1, "status": record["TrainingJobStatus"]}
 
     plugin._module = module
-    plugin._progress = lambda task_vars, a: progress.look(job, Reader(job), round_params(a), sleep=lambda s: None)
+    plugin._progress = lambda task_vars, a: progress.look(job, round_params(a), sleep=lambda s: None)
     plugin._show = lambda name, text: shown.append(text)
     plugin._remove_tmp_path = lambda path, **kw: None
     plugin.slept = []
@@ -213,9 +213,9 @@ def test_a_round_caps_its_lines_and_the_next_goes_on_from_the_cursor() -> None:
     job = SimulatedJob("cifar10-002", steps=10**6)
     for _ in range(30):
         job.describe_training_job(job.name)
-    first = progress.look(job, Reader(job), round_params({"name": job.name, "limit": 10}), sleep=lambda s: None)
+    first = progress.look(job, round_params({"name": job.name, "limit": 10}), sleep=lambda s: None)
     assert first["more"] and len(first["lines"]) == 10
-    second = progress.look(job, Reader(job), round_params({"name": job.name, "limit": 1000, "cursor": first["cursor"],
+    second = progress.look(job, round_params({"name": job.name, "limit": 1000, "cursor": first["cursor"],
                                                            "seen": first["seen"]}), sleep=lambda s: None)
     steps = [int(x.split()[1]) for x in first["lines"] + second["lines"]]
     assert steps == list(range(2, 2 + 10 + len(second["lines"])))
@@ -228,10 +228,10 @@ def test_a_quiet_job_waits_the_round_out_then_returns_nothing_new() -> None:
     job.describe_training_job = lambda name: {"TrainingJobStatus": "InProgress", "SecondaryStatusTransitions": [{}, {}]}
     ticks = iter(range(0, 1000))
     slept = []
-    out = progress.look(job, Reader(job), round_params({"name": job.name, "seen": seen, "timeout": 20}),
+    out = progress.look(job, round_params({"name": job.name, "seen": seen, "timeout": 20}),
                         sleep=slept.append, clock=lambda: next(ticks))
     assert out["messages"] == [] and out["lines"] == [] and not out["terminal"]
-    assert slept and all(0 <= s <= progress.POLL["aws"] for s in slept) and out["status"] == "InProgress"
+    assert slept and all(0 <= s <= AwsBackend.look_seconds for s in slept) and out["status"] == "InProgress"
 
 
 def test_a_job_past_wait_timeout_fails_naming_it() -> None:
@@ -254,15 +254,15 @@ def test_check_mode_and_no_follow_run_the_module_as_it_is() -> None:
 def test_the_local_container_log_is_read_from_byte_offsets(tmp_path: Path) -> None:
     (tmp_path / "algo-1.log").write_bytes(b"one\ntwo\nthr")
     (tmp_path / "algo-1-server.log").write_bytes(b"not the container log\n")
-    lines, cursor, more = logs.local_read(str(tmp_path), {}, 100, final=False)
+    lines, cursor, more = local_logs.local_read(str(tmp_path), {}, 100, final=False)
     assert lines == ["one", "two"] and not more      # a line without its newline waits
     with open(tmp_path / "algo-1.log", "ab") as fh:
         fh.write(b"ee\nfour")
-    lines, cursor, _ = logs.local_read(str(tmp_path), cursor, 100, final=False)
+    lines, cursor, _ = local_logs.local_read(str(tmp_path), cursor, 100, final=False)
     assert lines == ["three"]
-    lines, cursor, _ = logs.local_read(str(tmp_path), cursor, 100, final=True)
+    lines, cursor, _ = local_logs.local_read(str(tmp_path), cursor, 100, final=True)
     assert lines == ["four"]                          # the job has ended: its last words are shown
-    assert logs.local_read(str(tmp_path), cursor, 100, final=True)[0] == []
+    assert local_logs.local_read(str(tmp_path), cursor, 100, final=True)[0] == []
 
 
 def test_tuning_news_says_counts_and_best_objective_on_each_change() -> None:
@@ -304,16 +304,17 @@ def test_every_line_of_a_multi_instance_job_is_labelled_and_streams_go_in_algo_o
     later = {s: e for s, e in job.streams.items() if "/algo-2-" not in s}
     job.streams = {s: e for s, e in job.streams.items() if "/algo-2-" in s}   # algo-2's stream comes first
     job.describe_training_job(job.name)
-    first = progress.look(job, Reader(job), round_params({"name": job.name}), sleep=lambda s: None)
+    first = progress.look(job, round_params({"name": job.name}), sleep=lambda s: None)
     assert first["lines"] == ["[algo-2] step 2 loss=0.02;"]
     job.streams.update(later)
-    second = progress.look(job, Reader(job), round_params({"name": job.name, "cursor": first["cursor"],
+    second = progress.look(job, round_params({"name": job.name, "cursor": first["cursor"],
                                                            "seen": first["seen"]}), sleep=lambda s: None)
     assert [x.split("]")[0] for x in second["lines"]] == [f"[algo-{h}" for h in range(1, 13)]   # algo-10 after algo-9
     (tmp_path / "algo-2.log").write_bytes(b"alone\n")
     (tmp_path / "algo-10.log").write_bytes(b"ten\n")
-    assert logs.local_read(str(tmp_path), {}, 100, final=False, hosts=12)[0] == ["[algo-2] alone", "[algo-10] ten"]
-    assert logs.local_read(str(tmp_path), {}, 100, final=False, hosts=1)[0] == ["alone", "ten"]
+    assert local_logs.local_read(str(tmp_path), {}, 100, final=False, hosts=12)[0] == ["[algo-2] alone",
+                                                                                       "[algo-10] ten"]
+    assert local_logs.local_read(str(tmp_path), {}, 100, final=False, hosts=1)[0] == ["alone", "ten"]
     definitions = [{"name": "acc", "regex": "acc=([0-9.]+)"}]
     mixed = ["acc=0.9 unlabelled", "[algo-2] acc=0.5", "[algo-1] acc=0.1"]
     assert curves.metric_series(curves.first_instance(mixed, 2), definitions)[0] == {"acc": [0.1]}
