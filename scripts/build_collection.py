@@ -13,6 +13,8 @@ and tested. The collection is derived from those sources and collection/galaxy.y
     roles/<role>/action_plugins/  -> plugins/action/          ansible-test checks them; the role finds them there)
     roles/<role>/                 -> roles/<role>/           (without molecule/; modules and filters named in full)
     LICENSE, collection/README.md -> LICENSE, README.md      (the README's module table from each module's docs)
+    tests/unit/test_*.py          -> tests/unit/plugins/module_utils/ (those that need nothing but module_utils and
+                                  installed packages, for `ansible-test units`; the rest need the repository)
     meta/runtime.yml              generated: requires_ansible, and the action group `aws`, which extends amazon.aws's
                                   own `aws` group, so that one `module_defaults: group/<ns>.<name>.aws` entry
                                   reaches dlfleet's AWS modules and amazon.aws's.
@@ -102,6 +104,29 @@ def rewrite_role_text(text, fqcn, filter_names, module_names):
     return re.sub(rf"^(\s+(?:-\s+)?)({modules}):", rf"\1{fqcn}.\2:", text, flags=re.M)
 
 
+# Project-only imports: a unit test that uses one of these needs the repository, not just the collection.
+PROJECT_IMPORTS = {"helpers", "playbooks", "library", "sagemaker_local", "scripts", "fleet_network", "siterun",
+                   "testhosts", "faultproxy"}
+
+
+def portable_unit_tests():
+    """tests/unit files whose imports are module_utils, the standard library and installed packages only."""
+    found = []
+    for path in sorted((ROOT / "tests" / "unit").glob("test_*.py")):
+        tree = ast.parse(path.read_text(), filename=str(path))
+        tops = set()
+        for node in ast.walk(tree):
+            if isinstance(node, ast.Import):
+                tops.update(alias.name.split(".")[0] for alias in node.names)
+            elif isinstance(node, ast.ImportFrom) and node.module:
+                tops.add(node.module.split(".")[0])
+        uses_module_utils = "ansible.module_utils.dlfleet" in path.read_text() or \
+            "from ansible.module_utils import dlfleet" in path.read_text()
+        if uses_module_utils and not tops & PROJECT_IMPORTS and "ROOT" not in path.read_text():
+            found.append(path)
+    return found
+
+
 def filter_names():
     names = set()
     for path in (ROOT / "playbooks" / "filter_plugins").glob("*.py"):
@@ -149,6 +174,16 @@ def build(out, archive=True):
         for path in dest.rglob("*"):
             if path.suffix in (".yml", ".yaml", ".j2"):
                 path.write_text(rewrite_role_text(path.read_text(), fqcn, filters, module_names))
+
+    unit_dir = tree / "tests" / "unit" / "plugins" / "module_utils"
+    unit_dir.mkdir(parents=True)
+    shutil.copy(ROOT / "tests" / "unit" / "conftest.py", unit_dir / "conftest.py")
+    # What those tests import beyond ansible-core and pytest, at the controller's pinned versions.
+    lock = (ROOT / "requirements" / "controller.txt").read_text().splitlines()
+    (tree / "tests" / "unit" / "requirements.txt").write_text(
+        "".join(f"{line}\n" for line in lock if line.split("==")[0].lower() in ("boto3", "botocore")))
+    for src in portable_unit_tests():
+        (unit_dir / src.name).write_text(rewrite_python(src.read_text(), fqcn, module_names, {}))
 
     aws_modules, rows = [], []
     for src in modules:
