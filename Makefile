@@ -8,7 +8,8 @@ TBIN := $(CURDIR)/$(TVENV)/bin
 PIP_FLAGS ?= -q --disable-pip-version-check
 
 .PHONY: run test venv lint test-unit test-emulator test-e2e test-e2e-pytest test-controller test-training \
-        test-molecule test-molecule-dlami test-molecule-mxnet_train test-conformance test-parallel os-deps bench clean
+        test-molecule test-molecule-dlami test-molecule-mxnet_train test-conformance test-parallel os-deps bench clean \
+        collection collection-sanity
 
 venv: $(VENV)/.installed $(TVENV)/.installed
 
@@ -25,8 +26,15 @@ $(VENV)/.bootstrap: requirements/bootstrap.txt
 	$(BIN)/pip install $(PIP_FLAGS) -r requirements/bootstrap.txt
 	touch $@
 
-$(VENV)/.installed: requirements/controller.txt $(VENV)/.bootstrap $(VENV)/.ansiballz-bytecode
+# Ansible is ansible-core plus the collections pinned in requirements.yml (scripts/install-collections; by default from
+# the wheel of the `ansible` release that bundles them, since only PyPI may be reachable: COLLECTIONS_SOURCE=galaxy
+# for ansible-galaxy), not the whole `ansible` package (benchmarks/collections_install).
+COLLECTIONS_SOURCE ?= pypi
+$(VENV)/.installed: requirements/controller.txt requirements.yml $(VENV)/.bootstrap $(VENV)/.ansiballz-bytecode
 	$(UV) pip install $(UV_FLAGS) --python $(BIN)/python -r requirements/controller.txt
+	$(BIN)/python scripts/install-collections --python $(BIN)/python --source $(COLLECTIONS_SOURCE)
+	$(BIN)/python -m compileall -q \
+	  "$$($(BIN)/python -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])')/ansible_collections"
 	touch $@
 
 # The controller venv keeps the bytecode of Ansible's module payloads between runs (scripts/ansiballz_bytecode.py:
@@ -134,6 +142,23 @@ test-parallel:
 test: venv os-deps
 	@start=$$(date +%s); $(MAKE) --no-print-directory test-parallel; rc=$$?; \
 	  echo "make test: rc=$$rc in $$(( $$(date +%s) - start )) s after the venvs"; exit $$rc
+
+# The dlfleet.aws collection, built from the project's own sources (scripts/build_collection.py): dist/*.tar.gz, for
+# `ansible-galaxy collection install`. Its use from another team's playbook is tests/emulator/test_collection.py.
+collection: $(VENV)/.installed
+	PATH="$(BIN):$$PATH" $(BIN)/python scripts/build_collection.py --out .run/collection
+	mkdir -p dist && cp .run/collection/dist/*.tar.gz dist/ && ls dist/*.tar.gz
+
+# ansible-test sanity on that collection, without containers (scripts/collection-sanity says how), from .venv-sanity:
+# ansible-core and ansible-test's own pinned sanity requirements.
+SVENV := .venv-sanity
+$(SVENV)/.installed: requirements/sanity.txt $(VENV)/.bootstrap
+	$(PYTHON) -m venv $(SVENV)
+	$(UV) pip install $(UV_FLAGS) --python $(SVENV)/bin/python -r requirements/sanity.txt
+	touch $@
+
+collection-sanity: $(VENV)/.installed $(SVENV)/.installed
+	scripts/collection-sanity $(ARGS)
 
 bench: venv
 	PATH="$(BIN):$$PATH" BENCH="$(BENCH)" scripts/run-benchmarks
