@@ -57,7 +57,7 @@ def pytest_itemcollected(item: pytest.Item) -> None:
 LONGEST_FIRST = ("test_site.py", "test_iam_policy.py", "test_provision.py", "test_faults.py", "test_multihost.py",
                  "test_sagemaker_local.py", "test_secure_defaults.py", "test_bad_inputs.py", "test_s3_purge.py",
                  "test_sagemaker_aws.py", "test_sagemaker_execution_role.py", "test_reaper.py", "test_fleet_scope.py",
-                 "test_kills.py", "test_secrets.py")
+                 "test_kills.py", "test_secrets.py", "test_collection.py")
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
