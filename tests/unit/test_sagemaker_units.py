@@ -2,8 +2,6 @@
 checks, the local container contract helpers, tuning samplers and the .npy encoder. No AWS, no processes."""
 from __future__ import annotations
 
-import importlib
-import importlib.util
 import io
 import json
 import math
@@ -16,7 +14,6 @@ from typing import Any
 import numpy as np
 import pytest
 from ansible.module_utils import dlfleet_sagemaker as sm
-from helpers import ROOT
 
 from library import sagemaker_endpoint_invoke as invoke
 from library import sagemaker_tuning_job as tuning
@@ -272,50 +269,6 @@ def test_a_file_that_is_not_a_cifar_batch_is_refused(tmp_path: Path) -> None:
     bad.write_bytes(b"\0" * 100)
     with pytest.raises(sm.SageMakerError, match="not a CIFAR-10 binary batch"):
         invoke.read_batch(str(bad), 0)
-
-
-# ------------------------------------------------------------------------------------------ documentation
-
-def _documented_options(module) -> set[str]:
-    """The module's own options and those of the project's doc fragments it extends (doc_fragments/NAME.py,
-    attribute DOCUMENTATION or the one after the dot); amazon.aws's fragments document the AWS options."""
-    import yaml
-
-    doc = yaml.safe_load(module.DOCUMENTATION)
-    options = set(doc.get("options") or {})
-    for ref in doc.get("extends_documentation_fragment") or []:
-        name, _, part = ref.partition(".")
-        path = ROOT / "doc_fragments" / f"{name}.py"
-        if path.exists():
-            spec = importlib.util.spec_from_file_location(f"doc_fragment_{name}", path)
-            fragment = importlib.util.module_from_spec(spec)
-            spec.loader.exec_module(fragment)
-            text = getattr(fragment.ModuleDocFragment, (part or "documentation").upper())
-            options |= set(yaml.safe_load(text).get("options") or {})
-    return options
-
-
-@pytest.mark.parametrize("name", ["sagemaker_training_job", "sagemaker_tuning_job", "sagemaker_endpoint",
-                                  "sagemaker_endpoint_invoke"])
-def test_documented_options_match_the_argument_spec(name: str, monkeypatch: pytest.MonkeyPatch) -> None:
-    from ansible_collections.amazon.aws.plugins.module_utils.modules import aws_argument_spec
-
-    module = importlib.import_module(f"library.{name}")
-    aws_options = set(aws_argument_spec())   # documented by amazon.aws's fragments, added by AnsibleAWSModule
-    documented = _documented_options(module) - aws_options
-    captured: dict[str, Any] = {}
-
-    class Stop(Exception):
-        pass
-
-    def fake_module(argument_spec, **_kwargs):
-        captured.update(argument_spec)
-        raise Stop
-
-    monkeypatch.setattr(module, "AnsibleAWSModule", fake_module)
-    with pytest.raises(Stop):
-        module.main()
-    assert documented == set(captured) - aws_options
 
 
 # ------------------------------------------------------------------------------------------ the deploy-time repack
