@@ -178,7 +178,7 @@ sources:
   sample: ["AWS Price List API (2025-11-20)"]
 """
 
-from ansible.module_utils.dlfleet_aws import aws_retry, fail_on_unknown_region
+from ansible.module_utils.dlfleet_aws import client, fail_on_unknown_region
 from ansible.module_utils.dlfleet_pricing import PricingError, lookup
 from ansible_collections.amazon.aws.plugins.module_utils.modules import AnsibleAWSModule
 
@@ -203,8 +203,8 @@ def main() -> None:
     fail_on_unknown_region(module)
     region = module.region or "us-east-1"
     extra = {"endpoint": module.params["pricing_endpoint_url"]} if module.params["pricing_endpoint_url"] else {}
-    pricing = module.client("pricing", retry_decorator=aws_retry, region=module.params["pricing_region"], **extra)
-    ec2 = module.client("ec2", retry_decorator=aws_retry) if module.params["market"] == "spot" else None
+    pricing = client(module, "pricing", region=module.params["pricing_region"], **extra)
+    ec2 = client(module, "ec2") if module.params["market"] == "spot" else None
     try:
         result = lookup(pricing, ec2, {**module.params, "region": region})
     except PricingError as err:

@@ -192,7 +192,7 @@ deprecation_time:
 
 import contextlib
 
-from ansible.module_utils.dlfleet_aws import aws_retry, fail_on_unknown_region
+from ansible.module_utils.dlfleet_aws import client, fail_on_unknown_region
 from ansible.module_utils.dlfleet_dlami import ARCHITECTURES, DlamiError, deprecation_warning, lookup
 from ansible_collections.amazon.aws.plugins.module_utils.modules import AnsibleAWSModule
 
@@ -218,12 +218,12 @@ def main() -> None:
         mutually_exclusive=[("ssm_parameter", "name_pattern", "image_id")],
     )
     fail_on_unknown_region(module)
-    ec2 = module.client("ec2", retry_decorator=aws_retry)
-    ssm = module.client("ssm", retry_decorator=aws_retry)
+    ec2 = client(module, "ec2")
+    ssm = client(module, "ssm")
     try:
         result = lookup(ec2, ssm, module.params)
     except DlamiError as err:
-        module.fail_json(msg=err.msg, **err.details)
+        module.fail_json(**err.fail_json_kwargs())
     except (botocore.exceptions.ClientError, botocore.exceptions.BotoCoreError) as err:
         module.fail_json_aws(err, msg="Deep Learning AMI lookup failed")
     warning = deprecation_warning(result)

@@ -126,7 +126,7 @@ remaining:
   elements: dict
 """
 
-from ansible.module_utils.dlfleet_aws import check_fleet_name, client, fail_on_unknown_region
+from ansible.module_utils.dlfleet_aws import AWS_ERRORS, DlfleetError, check_fleet_name, client, fail_on_unknown_region
 from ansible.module_utils.dlfleet_cleanup import (
     ALL_TYPES,
     SAGEMAKER_TYPES,
@@ -189,7 +189,7 @@ def main():
             remaining = with_unfinished(lingering(find_all(ec2, sm, params, now)), unfinished)
         else:
             remaining = lingering([r for r in found if r not in chosen])
-    except Exception as err:  # botocore errors; a wait that runs out is no error (see remaining)
+    except (DlfleetError, *AWS_ERRORS) as err:  # AWS errors only; a wait that runs out is no error (see remaining)
         module.fail_json_aws(err, msg="Could not reap dlfleet resources")
     if unfinished:
         module.warn(f"Still not ended after wait_timeout={params['wait_timeout']} s (they are listed in remaining; "

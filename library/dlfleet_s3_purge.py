@@ -104,8 +104,9 @@ remaining_objects:
   type: int
 """
 
-from ansible.module_utils.dlfleet_aws import client
+from ansible.module_utils.dlfleet_aws import AWS_ERRORS, DlfleetError, client
 from ansible.module_utils.dlfleet_s3 import (
+    S3Error,
     bucket_versioning,
     delete_all,
     list_current,
@@ -140,8 +141,9 @@ def ensure_absent(s3, params: dict, prefix: str, check_mode: bool) -> tuple[bool
         return bool(items), {**result, "remaining_objects": len(keys)}
     errors = delete_all(s3, bucket, items, with_versions=with_versions)
     if errors:
-        raise RuntimeError(f"S3 refused to delete {len(errors)} of {len(items)} object(s) under "
-                           f"s3://{bucket}/{prefix} (object lock or a bucket policy?): {'; '.join(errors[:5])}")
+        raise S3Error(f"S3 refused to delete {len(errors)} of {len(items)} object(s) under s3://{bucket}/{prefix} "
+                      f"(object lock or a bucket policy?): {'; '.join(errors[:5])}", code="DeleteObjectsErrors",
+                      operation="DeleteObjects", resource=f"s3://{bucket}/{prefix}")
     left = list_current(s3, bucket, prefix) or []
     return True, {**result, "remaining_objects": len(left)}
 
@@ -161,7 +163,7 @@ def main():
     s3 = client(module, "s3")
     try:
         changed, result = ensure_absent(s3, module.params, prefix, module.check_mode)
-    except Exception as err:  # botocore errors and refused deletes alike
+    except (DlfleetError, *AWS_ERRORS) as err:  # botocore errors and refused deletes alike
         module.fail_json_aws(err, msg=f"Could not remove s3://{module.params['bucket']}/{prefix}")
     if module._diff:
         result["diff"] = {"before": {"objects": result["removed_objects"]},

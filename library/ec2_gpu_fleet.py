@@ -351,7 +351,7 @@ predicted_launches:
 
 import contextlib
 
-from ansible.module_utils.dlfleet_aws import aws_retry, fail_on_unknown_region
+from ansible.module_utils.dlfleet_aws import client, fail_on_unknown_region
 from ansible.module_utils.dlfleet_fleet import (
     VOLUME_TYPES,
     FleetError,
@@ -426,15 +426,15 @@ def main() -> None:
     )
     spec = build_spec({**module.params, "region": module.region})
     fail_on_unknown_region(module)
-    ec2 = module.client("ec2", retry_decorator=aws_retry)
+    ec2 = client(module, "ec2")
     try:
         if spec.state == "absent":
             changed, result = ensure_absent(ec2, spec, module.check_mode)
         else:
-            ssm = module.client("ssm", retry_decorator=aws_retry) if spec.wait_for_ssm else None
+            ssm = client(module, "ssm") if spec.wait_for_ssm else None
             changed, result = ensure_present(ec2, launch_client(ec2), spec, module.check_mode, ssm)
     except FleetError as err:
-        module.fail_json(msg=err.msg, **err.details)
+        module.fail_json(**err.fail_json_kwargs())
     except ValueError as err:  # a bad ttl, from the shared tag helpers
         module.fail_json(msg=str(err))
     except (botocore.exceptions.ClientError, botocore.exceptions.BotoCoreError) as err:

@@ -164,7 +164,7 @@ quotas:
 
 import contextlib
 
-from ansible.module_utils.dlfleet_aws import aws_retry, fail_on_unknown_region
+from ansible.module_utils.dlfleet_aws import client, fail_on_unknown_region
 from ansible.module_utils.dlfleet_quota import MARKETS, QuotaError, check, check_alternatives
 from ansible_collections.amazon.aws.plugins.module_utils.modules import AnsibleAWSModule
 
@@ -186,8 +186,8 @@ ARGUMENT_SPEC = dict(
 def main() -> None:
     module = AnsibleAWSModule(argument_spec=ARGUMENT_SPEC, supports_check_mode=True)
     fail_on_unknown_region(module)
-    ec2 = module.client("ec2", retry_decorator=aws_retry)
-    sq = module.client("service-quotas", retry_decorator=aws_retry)
+    ec2 = client(module, "ec2")
+    sq = client(module, "service-quotas")
     region = module.region or "us-east-1"
     if module.params["fallback_types"] and len(module.params["fleet"]) != 1:
         module.fail_json(msg=f"fallback_types needs exactly one fleet entry (the first choice and its count); "
@@ -199,7 +199,7 @@ def main() -> None:
         else:
             result = check(ec2, sq, module.params["fleet"], module.params["market"], region)
     except QuotaError as err:
-        module.fail_json(msg=err.msg, **err.details)
+        module.fail_json(**err.fail_json_kwargs())
     except (botocore.exceptions.ClientError, botocore.exceptions.BotoCoreError) as err:
         module.fail_json_aws(err, msg="reading EC2 vCPU quotas or usage failed (needs servicequotas:GetServiceQuota, "
                                       "servicequotas:GetAWSDefaultServiceQuota, ec2:DescribeInstances, "

@@ -122,7 +122,7 @@ quotas:
 
 import contextlib
 
-from ansible.module_utils.dlfleet_aws import aws_retry, fail_on_unknown_region
+from ansible.module_utils.dlfleet_aws import client, fail_on_unknown_region
 from ansible.module_utils.dlfleet_quota import SAGEMAKER_USAGES, QuotaError, check_sagemaker
 from ansible_collections.amazon.aws.plugins.module_utils.modules import AnsibleAWSModule
 
@@ -143,12 +143,12 @@ ARGUMENT_SPEC = dict(
 def main() -> None:
     module = AnsibleAWSModule(argument_spec=ARGUMENT_SPEC, supports_check_mode=True)
     fail_on_unknown_region(module)
-    sq = module.client("service-quotas", retry_decorator=aws_retry)
+    sq = client(module, "service-quotas")
     region = module.region or "us-east-1"
     try:
         result = check_sagemaker(sq, module.params["needs"], region)
     except QuotaError as err:
-        module.fail_json(msg=err.msg, **err.details)
+        module.fail_json(**err.fail_json_kwargs())
     except (botocore.exceptions.ClientError, botocore.exceptions.BotoCoreError) as err:
         module.fail_json_aws(err, msg="reading SageMaker quotas failed (needs "
                                       "servicequotas:ListAWSDefaultServiceQuotas, "

@@ -129,10 +129,10 @@ def is_not_found(err: BaseException, service: str) -> bool:
     return False
 
 
-def client(module, service: str):
+def client(module, service: str, **kwargs: Any):
     """A boto3 client for `service` whose calls retry when called with aws_retry=True. The one client factory:
     every dlfleet call goes through aws_retry, one call with aws_retry=True, a listing through paginate()."""
-    return module.client(service, retry_decorator=aws_retry)
+    return module.client(service, retry_decorator=aws_retry, **kwargs)
 
 
 def paginate(aws_client, operation: str, **kwargs: Any) -> list[dict[str, Any]]:
@@ -230,17 +230,16 @@ def describe_instance_types(ec2, names: list[str]) -> dict[str, dict[str, Any]]:
     if not names:
         return {}
     found: dict[str, dict[str, Any]] = {}
-    paginator = ec2.get_paginator("describe_instance_types")
     try:
-        pages = aws_retry(lambda: list(paginator.paginate(InstanceTypes=names)))()
-    except Exception as err:  # an unknown name fails the whole call: retry one by one to find the good ones
+        pages = paginate(ec2, "describe_instance_types", InstanceTypes=names)
+    except AWS_ERRORS as err:  # an unknown name fails the whole call: ask one by one to find the good ones
         if error_code(err) != "InvalidInstanceType":
             raise
         pages = []
         for name in names:
             try:
                 pages.append(aws_retry(ec2.describe_instance_types)(InstanceTypes=[name]))
-            except Exception as one_err:
+            except AWS_ERRORS as one_err:
                 if error_code(one_err) != "InvalidInstanceType":
                     raise
     for page in pages:

@@ -8,11 +8,14 @@ from datetime import UTC, datetime
 from typing import Any
 
 from ansible.module_utils.dlfleet_aws import (
+    AWS_ERRORS,
     TAG_FLEET,
     TAG_TTL,
     aws_retry,
     check_fleet_name,
     error_code,
+    is_not_found,
+    paginate,
     tag_dict,
     ttl_seconds,
 )
@@ -27,14 +30,6 @@ JOB_TYPES = ("sagemaker_tuning_jobs", "sagemaker_training_jobs")
 JOB_DONE = ("Completed", "Failed", "Stopped")
 ALL_TYPES = EC2_TYPES + SAGEMAKER_TYPES
 LIVE_INSTANCE_STATES = ["pending", "running", "stopping", "stopped"]
-NOT_FOUND = {
-    "InvalidInstanceID.NotFound",
-    "InvalidVolume.NotFound",
-    "InvalidKeyPair.NotFound",
-    "InvalidGroup.NotFound",
-    "ValidationException",
-    "ResourceNotFound",
-}
 
 
 @dataclass
@@ -86,11 +81,7 @@ def _ec2_filters(fleet: str | None) -> list[dict[str, Any]]:
 
 
 def _paginate(client, operation: str, key: str, **kwargs) -> list[dict[str, Any]]:
-    paginator = client.get_paginator(operation)
-    items: list[dict[str, Any]] = []
-    for page in aws_retry(lambda: list(paginator.paginate(**kwargs)))():
-        items.extend(page.get(key, []))
-    return items
+    return [item for page in paginate(client, operation, **kwargs) for item in page.get(key, [])]
 
 
 def find_ec2(ec2, fleet: str | None, now: datetime, types: list[str]) -> list[Resource]:
@@ -182,15 +173,15 @@ def with_unfinished(remaining: list[Resource], unfinished: list[Resource]) -> li
     return merged + list(last.values())
 
 
-def _ignore_missing(call, also: tuple[str, ...] = (), **kwargs) -> bool:
-    """Calls `call`; False when AWS says the resource is gone already or answers one of the codes `also`."""
+def _ignore_missing(service: str, call, also: tuple[str, ...] = (), **kwargs) -> bool:
+    """Calls `call` of `service`; False when AWS says the resource is gone already or answers one of the codes
+    `also`."""
     try:
         aws_retry(call)(**kwargs)
-    except Exception as err:
-        if error_code(err) in also:
+    except AWS_ERRORS as err:
+        if error_code(err) in also or is_not_found(err, service):
             return False
-        if error_code(err) not in NOT_FOUND:
-            raise
+        raise
     return True
 
 
@@ -200,8 +191,8 @@ def _detached(ec2, volume_ids: list[str]) -> list[str]:
         return []
     try:
         volumes = aws_retry(ec2.describe_volumes)(VolumeIds=volume_ids)["Volumes"]
-    except Exception as err:
-        if error_code(err) != "InvalidVolume.NotFound":
+    except AWS_ERRORS as err:
+        if not is_not_found(err, "ec2"):
             raise
         volumes = _paginate(ec2, "describe_volumes", "Volumes",
                             Filters=[{"Name": "volume-id", "Values": volume_ids}])
@@ -222,12 +213,12 @@ _JOB_DESCRIBE = {
 }
 
 
-def _describe(call, **kwargs) -> dict[str, Any] | None:
-    """The answer of a Describe call, or None when AWS no longer knows the resource."""
+def _describe(service: str, call, **kwargs) -> dict[str, Any] | None:
+    """The answer of a Describe call of `service`, or None when AWS no longer knows the resource."""
     try:
         return aws_retry(call)(**kwargs)
-    except Exception as err:
-        if error_code(err) not in NOT_FOUND:
+    except AWS_ERRORS as err:
+        if not is_not_found(err, service):
             raise
     return None
 
@@ -235,10 +226,10 @@ def _describe(call, **kwargs) -> dict[str, Any] | None:
 def _sagemaker_state(sm, res: Resource) -> str | None:
     """The status of a stopped job until it has ended, of a deleted endpoint until it is gone; then None."""
     if res.type == "sagemaker_endpoints":
-        endpoint = _describe(sm.describe_endpoint, EndpointName=res.id)
+        endpoint = _describe("sagemaker", sm.describe_endpoint, EndpointName=res.id)
         return endpoint["EndpointStatus"] if endpoint else None
     operation, name_key, status_key = _JOB_DESCRIBE[res.type]
-    job = _describe(getattr(sm, operation), **{name_key: res.id})
+    job = _describe("sagemaker", getattr(sm, operation), **{name_key: res.id})
     return job[status_key] if job and job[status_key] not in JOB_DONE else None
 
 
@@ -285,16 +276,19 @@ def remove(ec2, sm, chosen: list[Resource], wait: bool, wait_timeout: int,
     by_type: dict[str, list[Resource]] = {t: [] for t in ALL_TYPES}
     for res in chosen:
         by_type[res.type].append(res)
+    # A job that ended between the listing and the stop answers ValidationException ("... in status Completed"):
+    # nothing left to stop.
     for res in by_type["sagemaker_tuning_jobs"]:
-        _ignore_missing(sm.stop_hyper_parameter_tuning_job, HyperParameterTuningJobName=res.id)
+        _ignore_missing("sagemaker", sm.stop_hyper_parameter_tuning_job, also=("ValidationException",),
+                        HyperParameterTuningJobName=res.id)
     for res in by_type["sagemaker_training_jobs"]:
-        _ignore_missing(sm.stop_training_job, TrainingJobName=res.id)
+        _ignore_missing("sagemaker", sm.stop_training_job, also=("ValidationException",), TrainingJobName=res.id)
     for res in by_type["sagemaker_endpoints"]:
-        _ignore_missing(sm.delete_endpoint, EndpointName=res.id)
+        _ignore_missing("sagemaker", sm.delete_endpoint, EndpointName=res.id)
     for res in by_type["sagemaker_endpoint_configs"]:
-        _ignore_missing(sm.delete_endpoint_config, EndpointConfigName=res.id)
+        _ignore_missing("sagemaker", sm.delete_endpoint_config, EndpointConfigName=res.id)
     for res in by_type["sagemaker_models"]:
-        _ignore_missing(sm.delete_model, ModelName=res.id)
+        _ignore_missing("sagemaker", sm.delete_model, ModelName=res.id)
     instance_ids = [r.id for r in by_type["instances"]]
     if instance_ids:
         aws_retry(ec2.terminate_instances)(InstanceIds=instance_ids)
@@ -304,13 +298,14 @@ def remove(ec2, sm, chosen: list[Resource], wait: bool, wait_timeout: int,
                    *by_type["sagemaker_endpoints"], *by_type["instances"]]
         unfinished = wait_all(ec2, sm, watched, wait_timeout)
     for volume_id in _detached(ec2, [r.id for r in by_type["volumes"]]):
-        _ignore_missing(ec2.delete_volume, VolumeId=volume_id)
+        _ignore_missing("ec2", ec2.delete_volume, VolumeId=volume_id)
     for res in by_type["key_pairs"]:
-        _ignore_missing(ec2.delete_key_pair, KeyName=res.id)
+        _ignore_missing("ec2", ec2.delete_key_pair, KeyName=res.id)
     held = {r.fleet for r in unfinished if r.type == "instances"}
     for res in by_type["security_groups"]:
         if res.fleet not in held:   # else its instances still use it: it stays, and is listed as remaining
-            _ignore_missing(ec2.delete_security_group, also=("DependencyViolation",), GroupId=res.id)
+            _ignore_missing("ec2", ec2.delete_security_group, also=("DependencyViolation",),
+                            GroupId=res.id)
     return unfinished
 
 

@@ -6,7 +6,7 @@ import datetime as dt
 import re
 from typing import Any
 
-from ansible.module_utils.dlfleet_aws import DlfleetError, aws_retry, error_code
+from ansible.module_utils.dlfleet_aws import AWS_ERRORS, DlfleetError, error_code, is_not_found, paginate
 
 ARCHITECTURES = ("x86_64", "arm64")
 DLAMI_OWNER_ID = "898082745236"  # the AWS Deep Learning AMIs' owner account (alias "amazon")
@@ -117,8 +117,9 @@ def get_parameter_value(ssm, name: str) -> str | None:
     """The parameter's value, or None when SSM has no such parameter."""
     try:
         return ssm.get_parameter(Name=name, aws_retry=True)["Parameter"]["Value"]
-    except Exception as err:
-        if error_code(err) in ("ParameterNotFound", "ValidationException"):
+    except AWS_ERRORS as err:
+        # ValidationException: a name SSM cannot hold (an ami_type with odd characters), so no such parameter
+        if is_not_found(err, "ssm") or error_code(err) == "ValidationException":
             return None
         raise
 
@@ -126,11 +127,11 @@ def get_parameter_value(ssm, name: str) -> str | None:
 def published_ami_types(ssm, architecture: str) -> list[str]:
     """ami-type names that have a .../latest/ami-id parameter for the architecture (used to explain a miss)."""
     names = []
-    paginator = ssm.get_paginator("get_parameters_by_path")
     try:
-        pages = aws_retry(lambda: list(paginator.paginate(Path=f"{SSM_PREFIX}/{architecture}", Recursive=True)))()
-    except Exception as err:
-        if error_code(err) in ("AccessDeniedException", "ParameterNotFound", "ValidationException"):
+        pages = paginate(ssm, "get_parameters_by_path", Path=f"{SSM_PREFIX}/{architecture}", Recursive=True)
+    except AWS_ERRORS as err:
+        # only an explanation of a miss: a policy without ssm:GetParametersByPath just gives none
+        if is_not_found(err, "ssm") or error_code(err) in ("AccessDeniedException", "ValidationException"):
             return []
         raise
     for page in pages:
@@ -145,8 +146,8 @@ def describe_images(ec2, **params: Any) -> list[dict[str, Any]]:
     """DescribeImages; an unknown or malformed image id gives an empty list."""
     try:
         return ec2.describe_images(aws_retry=True, **params).get("Images", [])
-    except Exception as err:
-        if error_code(err) in ("InvalidAMIID.NotFound", "InvalidAMIID.Malformed", "InvalidAMIID.Unavailable"):
+    except AWS_ERRORS as err:
+        if is_not_found(err, "ec2"):
             return []
         raise
 

@@ -23,19 +23,19 @@ with contextlib.suppress(ImportError):  # AnsibleAWSModule reports a missing bot
     import botocore.exceptions
 
 from ansible.module_utils.dlfleet_aws import (
-    TRANSIENT_CODES,
     DlfleetError,
-    aws_retry,
     check_fleet_name,
     describe_instance_types,
     error_code,
+    eventually_consistent,
     fleet_filter,
     fleet_tags,
     gpu_summary,
+    is_not_found,
+    paginate,
     tag_dict,
     tag_list,
 )
-from ansible_collections.amazon.aws.plugins.module_utils.retries import AWSRetry
 
 TAG_GENERATION = "dlfleet:generation"
 
@@ -63,10 +63,7 @@ UNKNOWN_OUTCOME_CODES = frozenset({
 })
 
 # Calls by instance id right after a launch can meet EC2's eventual consistency.
-consistent_retry = AWSRetry.jittered_backoff(
-    retries=10, delay=1, max_delay=20,
-    catch_extra_error_codes=[*TRANSIENT_CODES, "InvalidInstanceID.NotFound", "IncorrectInstanceState"],
-)
+consistent_retry = eventually_consistent("InvalidInstanceID.NotFound", "IncorrectInstanceState")
 
 LAUNCH_ATTEMPTS = 8            # sends of one RunInstances request (same token) before giving up
 # A token's answer holding only instances launched this long before the launch began is a replay of an
@@ -235,8 +232,7 @@ def describe_fleet(ec2, name: str, states: tuple[str, ...] = ALL_STATES,
                    extra_filters: list[dict[str, Any]] | None = None) -> list[dict[str, Any]]:
     """Every instance of the fleet in `states`: one filtered, paginated DescribeInstances."""
     filters = [*fleet_filter(name), {"Name": "instance-state-name", "Values": list(states)}, *(extra_filters or [])]
-    paginator = ec2.get_paginator("describe_instances")
-    pages = aws_retry(lambda: list(paginator.paginate(Filters=filters, PaginationConfig={"PageSize": 1000})))()
+    pages = paginate(ec2, "describe_instances", Filters=filters, PaginationConfig={"PageSize": 1000})
     return [inst for page in pages for res in page.get("Reservations", []) for inst in res.get("Instances", [])]
 
 
@@ -244,10 +240,9 @@ def describe_image(ec2, image_id: str) -> dict[str, Any]:
     try:
         images = ec2.describe_images(ImageIds=[image_id], aws_retry=True).get("Images", [])
     except botocore.exceptions.ClientError as err:
-        if error_code(err) in ("InvalidAMIID.NotFound", "InvalidAMIID.Malformed", "InvalidAMIID.Unavailable"):
-            images = []
-        else:
+        if not is_not_found(err, "ec2"):
             raise
+        images = []
     if not images:
         raise FleetError(f"image_id {image_id!r} was not found in this region; look it up with dlami_info "
                          f"(or DescribeImages) in the same region")
@@ -277,8 +272,7 @@ def describe_subnets(ec2, subnet_ids: list[str]) -> list[dict[str, Any]]:
     answers with what exists instead of failing on the first unknown id, so every missing one can be named)."""
     if not subnet_ids:
         return []
-    paginator = ec2.get_paginator("describe_subnets")
-    pages = aws_retry(lambda: list(paginator.paginate(Filters=[{"Name": "subnet-id", "Values": list(subnet_ids)}])))()
+    pages = paginate(ec2, "describe_subnets", Filters=[{"Name": "subnet-id", "Values": list(subnet_ids)}])
     return [subnet for page in pages for subnet in page.get("Subnets", [])]
 
 
@@ -367,10 +361,8 @@ def describe_ssm_ping(ssm, ids: list[str]) -> dict[str, str]:
     """Instance id -> the PingStatus of its Systems Manager agent, for the ids SSM knows (an instance whose agent
     never registered is absent)."""
     status: dict[str, str] = {}
-    paginator = ssm.get_paginator("describe_instance_information")
     for chunk in _batches(sorted(ids), SSM_ID_BATCH):
-        filters = [{"Key": "InstanceIds", "Values": chunk}]
-        pages = aws_retry(lambda f=filters: list(paginator.paginate(Filters=f)))()
+        pages = paginate(ssm, "describe_instance_information", Filters=[{"Key": "InstanceIds", "Values": chunk}])
         status.update({info["InstanceId"]: info.get("PingStatus", "")
                        for page in pages for info in page.get("InstanceInformationList", [])})
     return status

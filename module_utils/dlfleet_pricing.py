@@ -7,15 +7,10 @@ import json
 from datetime import UTC, datetime
 from typing import Any
 
-from ansible.module_utils.dlfleet_aws import DlfleetError, aws_retry, error_code
-
-try:
-    from botocore.exceptions import BotoCoreError, ClientError
-except ImportError:  # AnsibleAWSModule reports a missing botocore itself
-    BotoCoreError = ClientError = Exception  # type: ignore[misc,assignment]
+from ansible.module_utils.dlfleet_aws import AWS_ERRORS, DlfleetError, error_code, paginate
 
 # An API that cannot be used: unreachable, denied, throttled past the retries, or an answer we cannot read.
-API_FAILURES = (BotoCoreError, ClientError, ValueError, KeyError, TypeError)
+API_FAILURES = (*AWS_ERRORS, ValueError, KeyError, TypeError)
 
 SOURCE_API = "AWS Price List API"
 SOURCE_SPOT = "EC2 spot price history"
@@ -196,17 +191,14 @@ def check_params(params: dict[str, Any]) -> None:
 def get_products(pricing, service_code: str, filters: dict[str, str]) -> list[str]:
     """GetProducts with TERM_MATCH filters, every page."""
     terms = [{"Type": "TERM_MATCH", "Field": k, "Value": v} for k, v in filters.items()]
-    paginator = pricing.get_paginator("get_products")
-    pages = aws_retry(lambda: list(paginator.paginate(ServiceCode=service_code, Filters=terms,
-                                                      FormatVersion="aws_v1")))()
+    pages = paginate(pricing, "get_products", ServiceCode=service_code, Filters=terms, FormatVersion="aws_v1")
     return [item for page in pages for item in page.get("PriceList", [])]
 
 
 def spot_price_history(ec2, instance_type: str) -> list[dict[str, Any]]:
     """DescribeSpotPriceHistory for Linux/UNIX, from now: the price in force in each AZ."""
-    paginator = ec2.get_paginator("describe_spot_price_history")
-    pages = aws_retry(lambda: list(paginator.paginate(
-        InstanceTypes=[instance_type], ProductDescriptions=["Linux/UNIX"], StartTime=datetime.now(UTC))))()
+    pages = paginate(ec2, "describe_spot_price_history", InstanceTypes=[instance_type],
+                     ProductDescriptions=["Linux/UNIX"], StartTime=datetime.now(UTC))
     return [rec for page in pages for rec in page.get("SpotPriceHistory", [])]
 
 

@@ -9,7 +9,13 @@ from collections import Counter, defaultdict
 from dataclasses import dataclass, field
 from typing import Any
 
-from ansible.module_utils.dlfleet_aws import DlfleetError, aws_retry, describe_instance_types, error_code
+from ansible.module_utils.dlfleet_aws import (
+    AWS_ERRORS,
+    DlfleetError,
+    describe_instance_types,
+    is_not_found,
+    paginate,
+)
 
 SERVICE_CODE = "ec2"
 MARKETS = ("on-demand", "spot")
@@ -198,9 +204,8 @@ def usage_by_quota(instances: list[dict[str, Any]], vcpus: dict[str, int]) -> di
 
 def active_instances(ec2) -> list[dict[str, Any]]:
     """Running and pending instances of the account in the region: one filtered, paginated DescribeInstances."""
-    paginator = ec2.get_paginator("describe_instances")
-    pages = aws_retry(lambda: list(paginator.paginate(
-        Filters=[{"Name": "instance-state-name", "Values": ["pending", "running"]}])))()
+    pages = paginate(ec2, "describe_instances",
+                     Filters=[{"Name": "instance-state-name", "Values": ["pending", "running"]}])
     return [i for page in pages for r in page.get("Reservations", []) for i in r.get("Instances", [])]
 
 
@@ -209,13 +214,13 @@ def read_quota(sq, code: str, service_code: str = SERVICE_CODE) -> tuple[float, 
     try:
         quota = sq.get_service_quota(ServiceCode=service_code, QuotaCode=code, aws_retry=True)["Quota"]
         return float(quota["Value"]), "account", quota.get("QuotaName", "")
-    except Exception as err:
-        if error_code(err) != "NoSuchResourceException":
+    except AWS_ERRORS as err:
+        if not is_not_found(err, "service-quotas"):
             raise
     try:
         quota = sq.get_aws_default_service_quota(ServiceCode=service_code, QuotaCode=code, aws_retry=True)["Quota"]
-    except Exception as err:
-        if error_code(err) == "NoSuchResourceException":
+    except AWS_ERRORS as err:
+        if is_not_found(err, "service-quotas"):
             raise QuotaError(f"Service Quotas has neither an account value nor an AWS default for {service_code} "
                              f"quota {code} in this region; check the region") from err
         raise
@@ -351,8 +356,7 @@ def plan_sagemaker(needs: list[dict[str, Any]]) -> tuple[dict[str, SageMakerNeed
 
 def list_default_quotas(sq, service_code: str) -> dict[str, dict[str, Any]]:
     """The service's quotas with their AWS defaults, by exact name: one paginated ListAWSDefaultServiceQuotas."""
-    paginator = sq.get_paginator("list_aws_default_service_quotas")
-    pages = aws_retry(lambda: list(paginator.paginate(ServiceCode=service_code)))()
+    pages = paginate(sq, "list_aws_default_service_quotas", ServiceCode=service_code)
     return {q["QuotaName"]: q for page in pages for q in page.get("Quotas", [])}
 
 

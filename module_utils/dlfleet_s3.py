@@ -4,10 +4,13 @@ from __future__ import annotations
 
 from typing import Any
 
-from ansible.module_utils.dlfleet_aws import aws_retry, error_code
+from ansible.module_utils.dlfleet_aws import AWS_ERRORS, DlfleetError, aws_retry, is_not_found, paginate
 
 DELETE_BATCH = 1000  # the most keys one DeleteObjects request takes
-MISSING_BUCKET_CODES = ("NoSuchBucket", "404", "NotFound")
+
+
+class S3Error(DlfleetError):
+    """S3 answered, yet did not do what was asked (keys it refused to delete); the message says why."""
 
 
 def normalize_prefix(prefix: str | None) -> str:
@@ -37,19 +40,18 @@ def bucket_versioning(s3, bucket: str) -> str | None:
     """'Enabled', 'Suspended', or '' for a bucket that never had versioning; None when the bucket does not exist."""
     try:
         return aws_retry(s3.get_bucket_versioning)(Bucket=bucket).get("Status", "")
-    except Exception as err:
-        if error_code(err) in MISSING_BUCKET_CODES:
+    except AWS_ERRORS as err:
+        if is_not_found(err, "s3"):
             return None
         raise
 
 
 def _pages(s3, operation: str, bucket: str, prefix: str) -> list[dict[str, Any]] | None:
     """Every page of a paginated listing under `prefix`; None when the bucket does not exist."""
-    paginator = s3.get_paginator(operation)
     try:
-        return aws_retry(lambda: list(paginator.paginate(Bucket=bucket, Prefix=prefix)))()
-    except Exception as err:
-        if error_code(err) in MISSING_BUCKET_CODES:
+        return paginate(s3, operation, Bucket=bucket, Prefix=prefix)
+    except AWS_ERRORS as err:
+        if is_not_found(err, "s3"):
             return None
         raise
 
