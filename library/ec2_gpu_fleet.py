@@ -156,9 +156,17 @@ options:
     type: str
   tags:
     description:
-      - Extra tags for instances and volumes, merged with C(dlfleet:fleet), C(dlfleet:owner) and C(dlfleet:ttl).
+      - The user's tags for instances and volumes, set beside C(dlfleet:fleet), C(dlfleet:owner) and C(dlfleet:ttl).
+      - Keys starting with C(aws:) or C(dlfleet:) are refused.
+      - Left out, the user's tags on existing instances stay as they are.
     type: dict
-    default: {}
+  purge_tags:
+    description:
+      - Whether tags of existing instances (and their volumes) that O(tags) does not name are removed.
+      - Keys starting with C(aws:) and the C(dlfleet:) tags are never removed.
+      - Has no effect when O(tags) is left out.
+    type: bool
+    default: true
   owner:
     description: Value of the C(dlfleet:owner) tag.
     type: str
@@ -400,7 +408,8 @@ ARGUMENT_SPEC = dict(
     assign_public_ip=dict(type="bool"),
     wait_for_ssm=dict(type="bool", default=False),
     user_data=dict(type="str", no_log=True),   # often holds tokens
-    tags=dict(type="dict", default={}),
+    tags=dict(type="dict"),
+    purge_tags=dict(type="bool", default=True),
     owner=dict(type="str", default="dlfleet"),
     ttl=dict(type="str", default="8h"),
     require_gpu=dict(type="bool", default=True),
@@ -410,7 +419,8 @@ ARGUMENT_SPEC = dict(
 
 def build_spec(params: dict) -> FleetSpec:
     fields = {k: params[k] for k in FleetSpec.__dataclass_fields__ if k in params and params[k] is not None}
-    fields["tags"] = {str(k): str(v) for k, v in (params.get("tags") or {}).items()}
+    tags = params.get("tags")
+    fields["tags"] = None if tags is None else {str(k): "" if v is None else str(v) for k, v in tags.items()}
     return FleetSpec(**fields)
 
 

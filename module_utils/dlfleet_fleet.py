@@ -36,6 +36,7 @@ from ansible.module_utils.dlfleet_aws import (
     tag_dict,
     tag_list,
 )
+from ansible.module_utils.dlfleet_tags import check_user_tags, compare_tags
 
 TAG_GENERATION = "dlfleet:generation"
 
@@ -117,7 +118,8 @@ class FleetSpec:
     wait_for_ssm: bool = False
     region: str | None = None
     user_data: str | None = None
-    tags: dict[str, str] = field(default_factory=dict)
+    tags: dict[str, str] | None = None       # None: the user's tags stay as they are
+    purge_tags: bool = True
     owner: str = "dlfleet"
     ttl: str = "8h"
     require_gpu: bool = True
@@ -125,8 +127,17 @@ class FleetSpec:
     wait_timeout: int = 600
 
     @property
+    def identity_tags(self) -> dict[str, str]:
+        return fleet_tags(self.name, self.owner, self.ttl)
+
+    @property
     def desired_tags(self) -> dict[str, str]:
+        """The tags of a new instance and its volumes: the user's tags and dlfleet's."""
         return fleet_tags(self.name, self.owner, self.ttl, self.tags)
+
+    def tag_changes(self, inst: dict[str, Any]) -> tuple[dict[str, str], list[str]]:
+        """(to_set, to_unset) for an existing instance: amazon.aws semantics (see dlfleet_tags)."""
+        return compare_tags(tag_dict(inst.get("Tags")), self.tags, self.purge_tags, self.identity_tags)
 
 
 # --------------------------------------------------------------------------------------------------------
@@ -199,6 +210,10 @@ def validate_spec(spec: FleetSpec) -> None:
     if spec.vpc_id and not spec.subnet_ids:
         raise FleetError(f"vpc_id {spec.vpc_id!r} needs subnet_ids: instances go into a VPC through its subnets; "
                          f"list the subnets of {spec.vpc_id} to use, or drop vpc_id for the default VPC")
+    try:
+        check_user_tags(spec.tags)
+    except ValueError as err:
+        raise FleetError(str(err)) from err
     fleet_tags(spec.name, spec.owner, spec.ttl, spec.tags)  # raises ValueError on a bad ttl
     if spec.kms_key_id and not spec.encrypted:
         raise FleetError(f"kms_key_id {spec.kms_key_id!r} needs encrypted: true; drop kms_key_id or encrypt")
@@ -338,6 +353,12 @@ def describe_by_ids(ec2, ids: list[str]) -> list[dict[str, Any]]:
 def create_tags(ec2, ids: list[str], tags: dict[str, str]) -> None:
     for batch in _batches(ids, TAG_BATCH):
         consistent_retry(ec2.create_tags)(Resources=batch, Tags=tag_list(tags))
+
+
+def delete_tags(ec2, ids: list[str], keys: list[str]) -> None:
+    """Removes the tags `keys` (whatever their values) from `ids`; a key a resource lacks is no error."""
+    for batch in _batches(ids, TAG_BATCH):
+        consistent_retry(ec2.delete_tags)(Resources=batch, Tags=[{"Key": k} for k in keys])
 
 
 def wait_for(ec2, waiter_name: str, ids: list[str], timeout: int, batch: int = 1000, deadline: float | None = None,
@@ -741,10 +762,13 @@ def ensure_present(ec2, launch_ec2, spec: FleetSpec, check_mode: bool, ssm=None)
     keep = live[:need] if need < 0 else live
     result["terminated"] = [i["InstanceId"] for i in live[len(keep):]]
 
-    # Tags: add what is missing or different, on instances and their volumes (the user's other tags stay).
-    desired = spec.desired_tags
-    stale = [i for i in keep if any(tag_dict(i.get("Tags")).get(k) != v for k, v in desired.items())]
+    # Tags, on instances and their volumes: dlfleet's and the user's set where missing or different; with
+    # purge_tags the user's tags no longer named in tags removed (aws:* and dlfleet:* never).
+    changes = {i["InstanceId"]: spec.tag_changes(i) for i in keep}
+    stale = [i for i in keep if any(changes[i["InstanceId"]])]
     result["retagged"] = [i["InstanceId"] for i in stale]
+    to_set = {k: v for i in stale for k, v in changes[i["InstanceId"]][0].items()}
+    to_unset = sorted({k for i in stale for k in changes[i["InstanceId"]][1]})
 
     # States: start or stop what is not as asked.
     by_state = {s: [i["InstanceId"] for i in keep if i["State"]["Name"] == s] for s in LIVE_STATES}
@@ -758,8 +782,10 @@ def ensure_present(ec2, launch_ec2, spec: FleetSpec, check_mode: bool, ssm=None)
 
     if result["terminated"]:
         terminate_instances(ec2, result["terminated"])
-    if stale:
-        create_tags(ec2, [*result["retagged"], *_volume_ids(stale)], desired)
+    if to_set:
+        create_tags(ec2, [*result["retagged"], *_volume_ids(stale)], to_set)
+    if to_unset:
+        delete_tags(ec2, [*result["retagged"], *_volume_ids(stale)], to_unset)
     launched: list[dict[str, Any]] = []
     if need > 0:
         launched, result["attempts"] = launch(ec2, launch_ec2, spec, image, need,
@@ -768,7 +794,7 @@ def ensure_present(ec2, launch_ec2, spec: FleetSpec, check_mode: bool, ssm=None)
         result["launched"] = sorted(i["InstanceId"] for i in launched)
     current = {i["InstanceId"]: i for i in [*keep, *launched]}
     for inst in stale:
-        current[inst["InstanceId"]] = {**inst, "Tags": tag_list({**tag_dict(inst.get("Tags")), **desired})}
+        current[inst["InstanceId"]] = _retagged(inst, *changes[inst["InstanceId"]])
 
     # wait_timeout is the time for every wait of this run together: one deadline.
     deadline = time.monotonic() + spec.wait_timeout
@@ -840,6 +866,11 @@ def _predict(spec: FleetSpec, image: dict[str, Any] | None, keep: list[dict[str,
                    "predicted_launches": len(predicted), "diff": {"before": before, "after": _summary(after)}})
     changed = bool(predicted or result["terminated"] or result["retagged"] or result["started"] or result["stopped"])
     return changed, result
+
+
+def _retagged(inst: dict[str, Any], to_set: dict[str, str], to_unset: list[str]) -> dict[str, Any]:
+    tags = {k: v for k, v in {**tag_dict(inst.get("Tags")), **to_set}.items() if k not in to_unset}
+    return {**inst, "Tags": tag_list(tags)}
 
 
 def _volume_ids(instances: list[dict[str, Any]]) -> list[str]:

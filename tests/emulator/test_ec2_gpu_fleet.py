@@ -190,6 +190,37 @@ def test_changed_tags_are_reconciled_in_one_call(ec2, launch_ec2, dlami, log, fl
     assert all(fl.tag_dict(v["Tags"])["dlfleet:ttl"] == "2d" for v in volumes)
 
 
+def test_purge_tags_removes_user_tags_no_longer_named_and_keeps_dlfleet_ones(ec2, launch_ec2, dlami, log, fleets):
+    spec = fleets(_spec(dlami, count=2, tags={"project": "cifar", "team": "ml"}))
+    fl.ensure_present(ec2, launch_ec2, spec, check_mode=False)
+    ids = [i["InstanceId"] for i in _live(ec2, spec.name)]
+    ec2.create_tags(Resources=ids, Tags=[{"Key": "added-by-hand", "Value": "yes"}])
+
+    spec.tags, spec.purge_tags = {"project": "cifar"}, False      # without purge_tags the other tags stay
+    again = RequestLog(log.path)
+    assert fl.ensure_present(ec2, launch_ec2, spec, check_mode=False)[0] is False
+    assert not MUTATING & set(again.actions())
+
+    spec.purge_tags = True                                        # check mode: reported, nothing changed
+    again = RequestLog(log.path)
+    changed, result = fl.ensure_present(ec2, launch_ec2, spec, check_mode=True)
+    assert changed and sorted(result["retagged"]) == sorted(ids)
+    assert not MUTATING & set(again.actions())
+    assert all("team" in fl.tag_dict(i["Tags"]) for i in _live(ec2, spec.name))
+
+    again = RequestLog(log.path)
+    changed, result = fl.ensure_present(ec2, launch_ec2, spec, check_mode=False)
+    assert changed and sorted(result["retagged"]) == sorted(ids)
+    assert again.actions().count("DeleteTags") == 1 and "CreateTags" not in again.actions()
+    for inst in _live(ec2, spec.name):
+        tags = fl.tag_dict(inst["Tags"])
+        assert "team" not in tags and "added-by-hand" not in tags and tags["project"] == "cifar"
+        assert {"dlfleet:fleet", "dlfleet:owner", "dlfleet:ttl", "dlfleet:generation"} <= set(tags)
+    assert all("team" not in r["tags"] and r["tags"]["dlfleet:ttl"] == "1h" for r in result["instances"])
+    assert all("team" not in fl.tag_dict(v["Tags"]) for v in _volumes(ec2, spec.name).values())
+    assert fl.ensure_present(ec2, launch_ec2, spec, check_mode=False)[0] is False
+
+
 @pytest.mark.parametrize(("changes", "fragment"), [
     ({"root_volume": {"size": 40, "type": "gp3"}}, "smaller than the snapshot"),
     ({"instance_types": ["t3.micro"]}, "have no GPU"),

@@ -68,6 +68,36 @@ def test_bad_spec_is_refused(changes: dict[str, Any], fragment: str) -> None:
     assert fragment in err.value.msg
 
 
+@pytest.mark.parametrize("key", ["aws:cloudformation:stack-name", "dlfleet:fleet", "dlfleet:generation"])
+def test_a_reserved_tag_key_is_refused(key: str) -> None:
+    spec = fl.FleetSpec(name="f", count=1, instance_types=["g5.xlarge"], image_id="ami-1", tags={key: "x"})
+    with pytest.raises(fl.FleetError, match="not allowed in tags"):
+        fl.validate_spec(spec)
+
+
+def _tagged(**tags: str) -> dict[str, Any]:
+    return {"InstanceId": "i-1", "Tags": fl.tag_list(tags)}
+
+
+ON_INSTANCE = {"dlfleet:fleet": "f", "dlfleet:owner": "dlfleet", "dlfleet:ttl": "8h", "dlfleet:generation": "1",
+               "aws:ec2launchtemplate:id": "lt-1", "project": "cifar", "team": "ml"}
+
+
+def test_purge_tags_removes_the_user_tags_not_named_and_never_aws_or_dlfleet_ones() -> None:
+    spec = fl.FleetSpec(name="f", tags={"project": "cifar"})
+    assert spec.purge_tags is True                                  # the default, as in amazon.aws
+    assert spec.tag_changes(_tagged(**ON_INSTANCE)) == ({}, ["team"])
+    spec.tags = {}
+    assert spec.tag_changes(_tagged(**ON_INSTANCE)) == ({}, ["project", "team"])
+
+
+def test_without_purge_tags_or_without_tags_the_user_tags_stay() -> None:
+    assert fl.FleetSpec(name="f", tags={"project": "vision"}, purge_tags=False).tag_changes(
+        _tagged(**ON_INSTANCE)) == ({"project": "vision"}, [])
+    assert fl.FleetSpec(name="f", tags=None).tag_changes(_tagged(**ON_INSTANCE)) == ({}, [])
+    assert fl.FleetSpec(name="f", ttl="2d").tag_changes(_tagged(**ON_INSTANCE)) == ({"dlfleet:ttl": "2d"}, [])
+
+
 def test_bad_ttl_is_refused() -> None:
     with pytest.raises(ValueError, match="8 hours"):
         fl.validate_spec(fl.FleetSpec(name="f", count=1, instance_types=["g5.xlarge"], ttl="8 hours"))
