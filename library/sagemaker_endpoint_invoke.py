@@ -141,7 +141,8 @@ import json
 import struct
 import time
 
-from ansible.module_utils.dlfleet_sagemaker import SageMakerError, backend_for, check_name, is_local
+from ansible.module_utils.dlfleet_sagemaker import SageMakerError, check_name, is_local
+from ansible.module_utils.dlfleet_sagemaker_backend import backend_for
 from ansible_collections.amazon.aws.plugins.module_utils.modules import AnsibleAWSModule
 
 RECORD = 1 + 3 * 32 * 32

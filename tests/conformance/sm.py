@@ -19,18 +19,16 @@ from pathlib import Path
 from typing import Any
 
 import yaml
-from ansible.module_utils.dlfleet_sagemaker import (
-    Storage,
+from ansible.module_utils import dlfleet_sagemaker_endpoint as endpoint_module
+from ansible.module_utils.dlfleet_sagemaker_code import Storage, pack_source, repack_model
+from ansible.module_utils.dlfleet_sagemaker_local import LocalBackend
+from ansible.module_utils.dlfleet_sagemaker_requests import (
     encode_hyperparameters,
     framework_hyperparameters,
-    pack_source,
-    repack_model,
     training_job_request,
 )
-from ansible.module_utils.dlfleet_sagemaker_local import LocalBackend
 from helpers import ROOT
 
-from library import sagemaker_endpoint as endpoint_module
 from sagemaker_local import container
 
 PY38_VENV = Path(os.environ.get("DLFLEET_PY38_VENV") or ROOT / ".venv-py38")

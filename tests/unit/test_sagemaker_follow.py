@@ -20,7 +20,7 @@ import pytest
 from ansible.errors import AnsibleActionFail
 from ansible.module_utils import dlfleet_sagemaker_curves as curves
 from ansible.module_utils import dlfleet_sagemaker_logs as logs
-from ansible.module_utils.dlfleet_sagemaker import AwsBackend
+from ansible.module_utils.dlfleet_sagemaker_backend import AwsBackend
 from helpers import ROOT
 
 from library import sagemaker_job_progress as progress

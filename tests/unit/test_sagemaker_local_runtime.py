@@ -10,7 +10,7 @@ import json
 import re
 from pathlib import Path
 
-from ansible.module_utils import dlfleet_sagemaker as sm
+from ansible.module_utils import dlfleet_sagemaker_backend as sm_backend
 from ansible.module_utils import dlfleet_sagemaker_local as client
 from helpers import ROOT
 
@@ -83,12 +83,12 @@ def _public(cls) -> dict[str, inspect.Signature]:
 
 
 def test_aws_and_local_backends_have_one_interface() -> None:
-    aws, local = _public(sm.AwsBackend), _public(client.LocalBackend)
+    aws, local = _public(sm_backend.AwsBackend), _public(client.LocalBackend)
     assert set(aws) == set(local)
     for name, signature in aws.items():
         assert list(signature.parameters) == list(local[name].parameters), name
     for attribute in ("poll_seconds", "look_seconds"):
-        assert getattr(sm.AwsBackend, attribute) > getattr(client.LocalBackend, attribute) > 0
+        assert getattr(sm_backend.AwsBackend, attribute) > getattr(client.LocalBackend, attribute) > 0
     runtime_calls = {name for name in aws if name not in ("prepare", "strategy_warning")}
     assert runtime_calls == set(api.METHODS)
 

@@ -14,9 +14,12 @@ from typing import Any
 import numpy as np
 import pytest
 from ansible.module_utils import dlfleet_sagemaker as sm
+from ansible.module_utils import dlfleet_sagemaker_backend as sm_backend
+from ansible.module_utils import dlfleet_sagemaker_code as sm_code
+from ansible.module_utils import dlfleet_sagemaker_requests as sm_requests
+from ansible.module_utils import dlfleet_sagemaker_tuning as tuning
 
 from library import sagemaker_endpoint_invoke as invoke
-from library import sagemaker_tuning_job as tuning
 from sagemaker_local import container
 
 
@@ -48,21 +51,21 @@ def params(tmp_path: Path, **changes: Any) -> dict[str, Any]:
 
 def test_pack_source_is_deterministic_and_content_hashed(tmp_path: Path) -> None:
     code = _source(tmp_path)
-    first = sm.pack_source(str(code), [*sm.DEFAULT_SOURCE_EXCLUDE, "requirements.txt"])
+    first = sm_code.pack_source(str(code), [*sm.DEFAULT_SOURCE_EXCLUDE, "requirements.txt"])
     os.utime(code / "train.py", (1, 1))  # another mtime: same archive
-    second = sm.pack_source(str(code), [*sm.DEFAULT_SOURCE_EXCLUDE, "requirements.txt"])
+    second = sm_code.pack_source(str(code), [*sm.DEFAULT_SOURCE_EXCLUDE, "requirements.txt"])
     assert first == second
     with tarfile.open(fileobj=io.BytesIO(first)) as tar:
         assert sorted(tar.getnames()) == ["pkg/util.py", "train.py"]
         assert {m.mtime for m in tar.getmembers()} == {0}
     (code / "train.py").write_text("print('changed')\n")
-    third = sm.pack_source(str(code), [*sm.DEFAULT_SOURCE_EXCLUDE, "requirements.txt"])
+    third = sm_code.pack_source(str(code), [*sm.DEFAULT_SOURCE_EXCLUDE, "requirements.txt"])
     assert third != first
 
 
 def test_source_bundle_names_the_archive_by_its_hash(tmp_path: Path) -> None:
     p = params(tmp_path)
-    bundle = sm.source_bundle(p, sm.default_code_location(p["output_path"]))
+    bundle = sm_code.source_bundle(p, sm_code.default_code_location(p["output_path"]))
     assert bundle["uri"] == f"s3://bucket/out/code/{bundle['sha256'][:20]}/sourcedir.tar.gz"
     assert bundle["program"] == "train.py"
 
@@ -73,11 +76,11 @@ def test_training_request_encodes_hyperparameters_and_injects_the_framework_ones
     p = params(tmp_path, use_spot=True, max_wait=172800, checkpoint_s3_uri="s3://bucket/ckpt",
                distribution={"parameter_server": {"enabled": True}}, subnets=["subnet-1"],
                security_group_ids=["sg-1"], enable_network_isolation=True, fleet="f1", owner="me", ttl="2h")
-    bundle = sm.source_bundle(p, sm.default_code_location(p["output_path"]))
-    request = sm.training_job_request(p, "job-001", "img:1", bundle, "eu-west-1")
+    bundle = sm_code.source_bundle(p, sm_code.default_code_location(p["output_path"]))
+    request = sm_requests.training_job_request(p, "job-001", "img:1", bundle, "eu-west-1")
     hps = request["HyperParameters"]
     assert all(isinstance(v, str) for v in hps.values())
-    decoded = sm.decode_hyperparameters(hps)
+    decoded = sm_requests.decode_hyperparameters(hps)
     assert decoded["epochs"] == 2 and decoded["lr"] == 0.1 and decoded["hybridize"] is False
     assert decoded["sagemaker_program"] == "train.py"
     assert decoded["sagemaker_submit_directory"] == bundle["uri"]
@@ -95,16 +98,16 @@ def test_training_request_encodes_hyperparameters_and_injects_the_framework_ones
 
 def test_the_same_spec_has_no_differences_and_a_changed_one_names_the_field(tmp_path: Path) -> None:
     p = params(tmp_path)
-    bundle = sm.source_bundle(p, sm.default_code_location(p["output_path"]))
-    request = sm.training_job_request(p, "job-001", "img:1", bundle, "us-east-1")
+    bundle = sm_code.source_bundle(p, sm_code.default_code_location(p["output_path"]))
+    request = sm_requests.training_job_request(p, "job-001", "img:1", bundle, "us-east-1")
     described = json.loads(json.dumps(request))  # what Describe echoes, plus fields AWS adds
     described.update(TrainingJobStatus="Completed", TrainingJobArn="arn:x", SecondaryStatus="Completed")
-    assert sm.differences(sm.definition_view(described), sm.definition_view(request)) == []
-    changed = sm.training_job_request(dict(p, hyperparameters={**p["hyperparameters"], "lr": 0.2}), "job-001",
+    assert sm_requests.differences(sm_requests.definition_view(described), sm_requests.definition_view(request)) == []
+    changed = sm_requests.training_job_request(dict(p, hyperparameters={**p["hyperparameters"], "lr": 0.2}), "job-001",
                                       "img:1", bundle, "us-east-1")
-    diffs = sm.differences(sm.definition_view(described), sm.definition_view(changed))
+    diffs = sm_requests.differences(sm_requests.definition_view(described), sm_requests.definition_view(changed))
     assert diffs == ["hyperparameters.lr: existing '0.1', requested '0.2'"]
-    err = sm.immutable_mismatch("training job", "job-001", diffs)
+    err = sm_requests.immutable_mismatch("training job", "job-001", diffs)
     assert "job-001" in str(err) and "new name" in str(err) and err.code == "ResourceInUse"
 
 
@@ -112,12 +115,12 @@ def test_a_create_whose_answer_was_lost_adopts_the_resource_only_when_it_matches
     def lost() -> None:
         raise sm.SageMakerError("Training job names must be unique", code="ResourceInUse")
 
-    assert sm.create_once(lost, lambda: {"TrainingJobStatus": "InProgress"}, lambda found: True) is True
-    assert sm.create_once(lambda: None, lambda: None) is False
+    assert sm_backend.create_once(lost, lambda: {"TrainingJobStatus": "InProgress"}, lambda found: True) is True
+    assert sm_backend.create_once(lambda: None, lambda: None) is False
     with pytest.raises(sm.SageMakerError, match="must be unique"):
-        sm.create_once(lost, lambda: {"TrainingJobStatus": "InProgress"}, lambda found: False)
+        sm_backend.create_once(lost, lambda: {"TrainingJobStatus": "InProgress"}, lambda found: False)
     with pytest.raises(sm.SageMakerError, match="must be unique"):
-        sm.create_once(lost, lambda: None)
+        sm_backend.create_once(lost, lambda: None)
 
 
 # ------------------------------------------------------------------------------------------ bad inputs
@@ -158,10 +161,11 @@ def test_image_lookups_are_answered_from_the_cache(tmp_path: Path) -> None:
     """A cached lookup never imports the SDK (seconds): a planted answer comes back as it is."""
     p = params(tmp_path)
     cache = tmp_path / "image-uris.json"
-    key = sm.image_cache_key(p, "us-east-1", "training", "ml.p3.2xlarge")
+    key = sm_requests.image_cache_key(p, "us-east-1", "training", "ml.p3.2xlarge")
     cache.write_text(json.dumps({key: "planted:1"}))
-    assert sm.image_uri(p, "us-east-1", "training", "ml.p3.2xlarge", str(cache)) == "planted:1"
-    assert sm.image_uri(dict(p, image_uri="mine:2"), "us-east-1", "training", "ml.p3.2xlarge", str(cache)) == "mine:2"
+    assert sm_requests.image_uri(p, "us-east-1", "training", "ml.p3.2xlarge", str(cache)) == "planted:1"
+    assert sm_requests.image_uri(dict(p, image_uri="mine:2"), "us-east-1", "training", "ml.p3.2xlarge",
+                                 str(cache)) == "mine:2"
 
 
 # ------------------------------------------------------------------------------------------ container contract
@@ -174,7 +178,7 @@ def test_cli_args_are_sorted_name_value_pairs() -> None:
 def test_container_env_points_sm_variables_at_the_work_dir(tmp_path: Path) -> None:
     layout = container.host_layout(str(tmp_path), "algo-1")
     request = {"TrainingJobName": "j", "ResourceConfig": {"InstanceType": "local"},
-               "HyperParameters": sm.encode_hyperparameters({"epochs": 1, "sagemaker_program": "train.py"})}
+               "HyperParameters": sm_requests.encode_hyperparameters({"epochs": 1, "sagemaker_program": "train.py"})}
     env = container.container_env(request, "algo-1", ["algo-1", "algo-2"], layout, ["training", "test"], 0)
     assert env["SM_CHANNEL_TRAINING"] == str(tmp_path / "algo-1/opt/ml/input/data/training")
     assert env["SM_MODEL_DIR"] == str(tmp_path / "algo-1/opt/ml/model")
@@ -222,7 +226,7 @@ def _tuning_params(tmp_path: Path, **changes: Any) -> dict[str, Any]:
 def test_tuning_request_json_encodes_categorical_values_and_adds_the_objective_metric(tmp_path: Path) -> None:
     p = _tuning_params(tmp_path)
     tuning.check_tuning_params(p)
-    bundle = sm.source_bundle(p, sm.default_code_location(p["output_path"]))
+    bundle = sm_code.source_bundle(p, sm_code.default_code_location(p["output_path"]))
     request = tuning.tuning_request(p, "img:1", bundle, "us-east-1")
     config = request["HyperParameterTuningJobConfig"]
     assert config["ParameterRanges"]["CategoricalParameterRanges"] == [
@@ -230,7 +234,7 @@ def test_tuning_request_json_encodes_categorical_values_and_adds_the_objective_m
     assert config["ParameterRanges"]["ContinuousParameterRanges"][0]["ScalingType"] == "Logarithmic"
     definitions = request["TrainingJobDefinition"]["AlgorithmSpecification"]["MetricDefinitions"]
     assert {"Name": "validation-accuracy", "Regex": "acc=([0-9.]+)"} in definitions
-    assert "lr" not in sm.decode_hyperparameters(request["TrainingJobDefinition"]["StaticHyperParameters"])
+    assert "lr" not in sm_requests.decode_hyperparameters(request["TrainingJobDefinition"]["StaticHyperParameters"])
 
 
 BAD_TUNING = [
@@ -282,7 +286,7 @@ def _model_tar(path: Path, members: dict[str, bytes]) -> Path:
 
 
 def _bundle(tmp_path: Path, code: Path) -> dict[str, Any]:
-    return sm.source_bundle({"entry_point": "train.py", "source_dir": str(code), "code_location":
+    return sm_code.source_bundle({"entry_point": "train.py", "source_dir": str(code), "code_location":
                              f"file://{tmp_path / 'code-location'}", "source_exclude": ["__pycache__", ".*"]}, "")
 
 
@@ -295,29 +299,30 @@ def test_repack_replaces_the_models_code_once_under_a_name_of_both_digests(tmp_p
     model = _model_tar(tmp_path / "model.tar.gz", {"model-0000.params": b"w", "model-symbol.json": b"{}",
                                                    "code/inference.py": b"old", "code/stale.py": b"old"})
     bundle = _bundle(tmp_path, _source(tmp_path))
-    storage = sm.Storage(lambda: None)
-    planned = sm.repack_model(storage, f"file://{model}", bundle, check_mode=True)
+    storage = sm_code.Storage(lambda: None)
+    planned = sm_code.repack_model(storage, f"file://{model}", bundle, check_mode=True)
     assert not Path(planned[7:]).exists()                       # check mode: the name only
-    uri = sm.repack_model(storage, f"file://{model}", bundle, check_mode=False)
+    uri = sm_code.repack_model(storage, f"file://{model}", bundle, check_mode=False)
     assert uri == planned and uri.startswith(f"file://{tmp_path / 'code-location'}/")
     assert _members(Path(uri[7:])) == {"model-0000.params": b"w", "model-symbol.json": b"{}",
                                        "code/train.py": b"print('train')\n", "code/pkg/util.py": b"X = 1\n",
                                        "code/requirements.txt": b"mxnet==1.9.1\n"}
     first = Path(uri[7:]).read_bytes()
-    assert sm.repack_model(storage, f"file://{model}", bundle, check_mode=False) == uri
+    assert sm_code.repack_model(storage, f"file://{model}", bundle, check_mode=False) == uri
     assert Path(uri[7:]).read_bytes() == first                  # the same pair: the same bytes, stored once
 
     (tmp_path / "code" / "train.py").write_text("print('v2')\n")  # other code: another model
-    assert sm.repack_model(storage, f"file://{model}", _bundle(tmp_path, tmp_path / "code"), False) != uri
+    assert sm_code.repack_model(storage, f"file://{model}", _bundle(tmp_path, tmp_path / "code"), False) != uri
     _model_tar(model, {"model-0000.params": b"w2"})               # another model: another name
-    assert sm.repack_model(storage, f"file://{model}", bundle, check_mode=True) != uri
+    assert sm_code.repack_model(storage, f"file://{model}", bundle, check_mode=True) != uri
 
 
 @pytest.mark.parametrize("member", ["../escape.py", "/etc/cron.d/x", "code/../../up"])
 def test_repack_refuses_a_model_archive_with_names_outside_it(tmp_path: Path, member: str) -> None:
     model = _model_tar(tmp_path / "model.tar.gz", {"model-0000.params": b"w", member: b"x"})
     with pytest.raises(sm.SageMakerError, match="plain file or folder inside the archive"):
-        sm.repack_model(sm.Storage(lambda: None), f"file://{model}", _bundle(tmp_path, _source(tmp_path)), False)
+        sm_code.repack_model(sm_code.Storage(lambda: None), f"file://{model}", _bundle(tmp_path, _source(tmp_path)),
+                             False)
     assert not (tmp_path / "code-location").exists()            # nothing stored
 
 
@@ -326,9 +331,9 @@ def test_repack_of_a_file_that_is_no_archive_says_so(tmp_path: Path) -> None:
     model.write_bytes(b"not a tar")
     bundle = _bundle(tmp_path, _source(tmp_path))
     with pytest.raises(sm.SageMakerError, match=r"not a readable model\.tar\.gz"):
-        sm.repack_model(sm.Storage(lambda: None), f"file://{model}", bundle, False)
+        sm_code.repack_model(sm_code.Storage(lambda: None), f"file://{model}", bundle, False)
     with pytest.raises(sm.SageMakerError, match="cannot read"):
-        sm.repack_model(sm.Storage(lambda: None), f"file://{tmp_path / 'missing.tar.gz'}", bundle, True)
+        sm_code.repack_model(sm_code.Storage(lambda: None), f"file://{tmp_path / 'missing.tar.gz'}", bundle, True)
 
 
 # ------------------------------------------------------------------------------- local mode stays in its sandbox
