@@ -4,9 +4,14 @@
 problems it found (empty when all is well), so that an assert can name every one before anything is called."""
 from __future__ import annotations
 
+import functools
+import importlib.util
 import ipaddress
 import re
+from pathlib import Path
 from typing import Any
+
+from ansible.errors import AnsibleFilterError
 
 _WHOLE = re.compile(r"^[0-9]+$")
 # Prefixes shorter than these, outside the private ranges, cover a large share of the internet (a /15 is 131,072
@@ -88,9 +93,29 @@ def ssh_cidr_problems(cidr: Any, allow_anywhere: Any = False) -> list[str]:
     return []
 
 
+@functools.cache
+def _ttl_seconds():
+    """module_utils/dlfleet_aws.py's ttl_seconds, the one parser of dlfleet:ttl values (the modules tag and reap with
+    it); plugin files are not a package, so it is loaded from its file."""
+    path = Path(__file__).resolve().parents[2] / "module_utils" / "dlfleet_aws.py"
+    spec = importlib.util.spec_from_file_location("dlfleet_aws_ttl", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module.ttl_seconds
+
+
+def ttl_hours(ttl: Any) -> float:
+    """'30m' / '8h' / '2d' -> hours (the cost estimate's default span), parsed as the modules parse dlfleet:ttl."""
+    try:
+        return _ttl_seconds()(ttl) / 3600
+    except ValueError as err:
+        raise AnsibleFilterError(f"dlfleet_ttl: {err}") from err
+
+
 class FilterModule:
     def filters(self):
-        return {"dlfleet_whole_number_problems": whole_number_problems,
+        return {"dlfleet_ttl_hours": ttl_hours,
+                "dlfleet_whole_number_problems": whole_number_problems,
                 "dlfleet_name_problems": name_problems,
                 "dlfleet_region_problems": region_problems,
                 "dlfleet_ssh_cidr_problems": ssh_cidr_problems}

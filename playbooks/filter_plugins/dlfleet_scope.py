@@ -21,11 +21,12 @@ from typing import Any
 
 import yaml
 from ansible import context
-from ansible.errors import AnsibleError, AnsibleFilterError
+from ansible.errors import AnsibleError, AnsibleFilterError, AnsibleUndefinedVariable
 from ansible.module_utils.common.text.converters import to_text
 from ansible.parsing.dataloader import DataLoader
 from ansible.parsing.splitter import parse_kv
 from ansible.parsing.vault import VaultSecretsContext
+from jinja2.exceptions import UndefinedError
 
 PROJECT = Path(__file__).resolve().parents[2]
 FLEET_TAG = "dlfleet:fleet"
@@ -135,9 +136,19 @@ def _region_of_zone(zone: str) -> str:
     return "-".join(head)
 
 
+def _record(hostvars: Mapping[str, Any]) -> Any:
+    """The host's dlfleet_instance. A record that inventory/local's stand-in derives from the run's fleet.json needs
+    settings that only a play holds (roles/dlfleet_defaults is not part of hostvars): no EC2 record, as for any host
+    that is not an instance."""
+    try:
+        return hostvars.get("dlfleet_instance")
+    except (AnsibleUndefinedVariable, UndefinedError):
+        return None
+
+
 def _placement(hostvars: Mapping[str, Any]) -> dict[str, Any] | None:
     """{'fleet', 'region', 'instance_id', 'source'} from the facts a host carries, or None when it carries none."""
-    record = hostvars.get("dlfleet_instance") or {}
+    record = _record(hostvars) or {}
     if isinstance(record, Mapping) and record.get("instance_id"):
         tags = record.get("tags") or {}
         return {"fleet": tags.get(FLEET_TAG, ""), "region": _region_of_zone(record.get("availability_zone") or ""),

@@ -32,7 +32,7 @@ def section(report: str, title: str) -> str:
 def test_first_run_builds_everything_and_changes(site_run: SiteRun) -> None:
     _ok(site_run)
     found = recaps(site_run.first.stdout)
-    assert len(found) == 3, found   # playbooks/completed.yml, site.yml, teardown.yml
+    assert len(found) == 3, found   # scripts/run-local-status.yml, site.yml, teardown.yml
     assert all(r["failed"] == 0 and r["unreachable"] == 0 for r in found), found
     assert found[1]["changed"] > 0 and found[2]["changed"] > 0, found
     assert "aws-emulator: stopped" in site_run.first.stdout + site_run.first.stderr

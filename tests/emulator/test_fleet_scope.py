@@ -1,5 +1,5 @@
 """One fleet, one region: inventory/aws lists the instances of dlfleet_fleet_name in dlfleet_region only (from the
-default in group_vars/all/aws.yml or from -e), a wildcard fleet name matches nothing, and a play on gpu_fleet
+default in roles/dlfleet_defaults or from -e), a wildcard fleet name matches nothing, and a play on gpu_fleet
 whose group also holds another fleet's or region's host stops before any task runs (playbooks/tasks/fleet_scope.yml).
 Two fleets in two regions on the emulator; the hosts are never reached (the check stops the plays first)."""
 from __future__ import annotations
@@ -13,14 +13,17 @@ import pytest
 import yaml
 from helpers import ROOT, ansible_env, plain_inventory_value, run_playbook
 
-DEFAULT_FLEET = "dlfleet-local"   # inventory/aws/group_vars/all/fleet.yml
-DEFAULT_REGION = "us-east-1"      # inventory/aws/group_vars/all/aws.yml
+DEFAULT_FLEET = "dlfleet"         # roles/dlfleet_defaults/defaults/main.yml (offline: dlfleet-local)
+DEFAULT_REGION = "us-east-1"      # roles/dlfleet_defaults/defaults/main.yml
 LAUNCH = {("us-east-1", "fa"): 2, ("us-east-1", "fb"): 1, ("us-east-1", DEFAULT_FLEET): 1,
           ("eu-west-1", "fa"): 1, ("eu-west-1", "fb"): 1}
 SCOPE_TASKS = {"Check the fleet and region names",   # the controller's play, first in each playbook
                "Check the fleet and region names the fleet's hosts are held to",
                "Look up the fleet's instances, for hosts that carry no EC2 record",
                "Stop when the fleet's group holds a host of another fleet or region"}
+# The check of the settings' types (roles/dlfleet_defaults/meta/argument_specs.yml) in the controller's play: it
+# reads variables only and touches no host.
+SETTINGS_CHECK = "dlfleet_defaults : Validating arguments against arg spec 'main'"
 
 
 @pytest.fixture(scope="module")
@@ -150,7 +153,7 @@ def test_a_mixed_group_stops_the_play_before_any_task(emulator, fleets, tmp_path
     run = run_playbook(playbook, env=ansible_env(emulator.env), extra_vars={"dlfleet_fleet_name": "fa"},
                        args=["-i", "inventory/aws", "-i", str(source)], timeout=300)
     assert run.rc != 0, run.stdout[-3000:]
-    ran = run.all_results()
+    ran = [(t, h, r) for t, h, r in run.all_results() if not (t.startswith(SETTINGS_CHECK) and h == "localhost")]
     assert ran and {task for task, _, _ in ran} <= SCOPE_TASKS, ran
     stop = [res for task, _, res in ran if task.startswith("Stop when")]
     assert len(stop) == 1 and stop[0].get("failed"), ran
@@ -165,16 +168,23 @@ def test_a_mixed_group_stops_the_play_before_any_task(emulator, fleets, tmp_path
 
 
 def _connection_settings(emulator, pairs: dict[str, str]) -> dict[str, object]:
-    """The connection settings of the one host of fleet fb in eu-west-1, as Ansible templates them for it (debug
-    connects to nothing)."""
+    """The connection settings of the one host of fleet fb in eu-west-1, as Ansible templates them for it in a play
+    that loads the settings as every play does (debug connects to nothing)."""
     probe = "[ansible_ssh_common_args,ansible_python_interpreter,ansible_connection]"
-    proc = subprocess.run([str(ROOT / ".venv/bin/ansible"), "-i", "inventory/aws", "gpu_fleet", "-m",
-                           "ansible.builtin.debug", "-a", f"var={probe}",
-                           *_extra({"dlfleet_fleet_name": "fb", "dlfleet_region": "eu-west-1", **pairs})],
-                          cwd=ROOT, env=ansible_env({**emulator.env, "ANSIBLE_STDOUT_CALLBACK": "json"}),
-                          capture_output=True, text=True, timeout=300)
+    play = [{"name": "Connection settings", "hosts": "gpu_fleet", "gather_facts": False, "roles": ["dlfleet_defaults"],
+             "tasks": [{"name": "Show the connection settings", "ansible.builtin.debug": {"var": probe}}]}]
+    path = ROOT / "tests" / ".tmp-play-fleet-scope-connection.yml"
+    path.write_text(yaml.safe_dump(play))
+    try:
+        proc = subprocess.run([str(ROOT / ".venv/bin/ansible-playbook"), "-i", "inventory/aws", str(path),
+                               *_extra({"dlfleet_fleet_name": "fb", "dlfleet_region": "eu-west-1", **pairs})],
+                              cwd=ROOT, env=ansible_env({**emulator.env, "ANSIBLE_STDOUT_CALLBACK": "json"}),
+                              capture_output=True, text=True, timeout=300)
+    finally:
+        path.unlink(missing_ok=True)
     assert proc.returncode == 0, proc.stdout + proc.stderr
-    hosts = json.loads(proc.stdout[proc.stdout.find("{"):])["plays"][0]["tasks"][0]["hosts"]
+    tasks = json.loads(proc.stdout[proc.stdout.find("{"):])["plays"][0]["tasks"]
+    hosts = next(t for t in tasks if t["task"]["name"] == "Show the connection settings")["hosts"]
     assert len(hosts) == 1
     common_args, python, connection = next(iter(hosts.values()))[probe]
     return {"args": shlex.split(common_args), "python": python, "connection": connection}

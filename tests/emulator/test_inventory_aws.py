@@ -5,7 +5,8 @@ from __future__ import annotations
 import json
 import subprocess
 
-from helpers import ROOT, ansible_env, plain_inventory_value
+import yaml
+from helpers import ROOT, ansible_env, plain_inventory_value, run_playbook
 
 FLEET = "inv-aws"
 
@@ -39,8 +40,26 @@ def test_aws_inventory_lists_the_tagged_fleet_with_its_groups_and_vars(emulator)
     one = hostvars[fleet_hosts[0]]
     assert one["ansible_user"] == "ubuntu"
     assert one["dlfleet_instance_type"] == "g5.xlarge"
-    # The AWS overrides win over the offline values they sit beside.
-    assert one["provision_ssh_cidr"] == ""
-    assert one["provision_stand_in_host"] == ""
-    assert one["sagemaker_instance_type"] == "ml.p3.2xlarge"
+    # The settings a play on the AWS fleet sees are the AWS defaults (roles/dlfleet_defaults), none of the offline
+    # values of inventory/local.
+    seen = _settings_seen(emulator, fleet_hosts[0], ["provision_ssh_cidr", "provision_add_hosts",
+                                                     "sagemaker_instance_type", "dlfleet_fleet_hosts_on_ec2"])
+    assert seen == {"provision_ssh_cidr": "", "provision_add_hosts": True, "sagemaker_instance_type": "ml.p3.2xlarge",
+                    "dlfleet_fleet_hosts_on_ec2": True}
     emulator.reset()
+
+
+def _settings_seen(emulator, host: str, names: list[str]) -> dict[str, object]:
+    """The values of `names` in a play on gpu_fleet of inventory/aws that loads the settings as every play does."""
+    play = [{"name": "Settings seen on the fleet", "hosts": "gpu_fleet", "gather_facts": False,
+             "roles": ["dlfleet_defaults"],
+             "tasks": [{"name": "Show the settings",
+                        "ansible.builtin.debug": {"msg": {n: f"{{{{ {n} }}}}" for n in names}}}]}]
+    path = ROOT / "tests" / f".tmp-play-inventory-aws-{FLEET}.yml"
+    path.write_text(yaml.safe_dump(play))
+    try:
+        run = run_playbook(path, env=emulator.env, args=["-i", "inventory/aws", "-e", f"dlfleet_fleet_name={FLEET}"])
+    finally:
+        path.unlink(missing_ok=True)
+    assert run.rc == 0, run.stdout[-3000:] + run.stderr[-3000:]
+    return run.results("Show the settings", host)["msg"]

@@ -117,6 +117,19 @@ def made(emulator) -> Iterator[list[Fleet]]:
             fleet.ec2.delete_key_pair(KeyName=key["KeyName"])
 
 
+def _stand_in(fleet: Fleet) -> dict[str, Any]:
+    """What a play on group gpu_fleet sees of the stand-in (loading the settings as every play does)."""
+    play = [{"name": "The stand-in", "hosts": "gpu_fleet", "gather_facts": False, "roles": ["dlfleet_defaults"],
+             "tasks": [{"name": "Show the stand-in", "ansible.builtin.debug": {"msg": {
+                 "groups": "{{ groups['gpu_fleet'] }}", "instances": "{{ dlfleet_fleet_instances }}",
+                 "instance": "{{ dlfleet_instance }}"}}}]}]
+    path = fleet.tmp / "stand-in.yml"
+    path.write_text(yaml.safe_dump(play))
+    run = run_playbook(path, extra_vars=fleet.vars, env=fleet.env)
+    assert run.rc == 0, run.stdout[-3000:] + run.stderr[-3000:]
+    return run.results("Show the stand-in")["msg"]
+
+
 def _ok(run: PlaybookResult) -> PlaybookResult:
     assert run.rc == 0, f"rc={run.rc}\n{run.stdout[-4000:]}\n{run.stderr[-2000:]}"
     return run
@@ -173,9 +186,12 @@ def test_check_apply_reapply_scale_and_teardown(emulator, aws_env, tmp_path, mad
     assert cost["hourly_usd"] == pytest.approx(2 * 1.006 + ebs_hourly, abs=1e-4)
     assert cost["total_usd"] == pytest.approx((2 * 1.006 + ebs_hourly) * 1, abs=0.01)   # ttl 1h
 
-    added = run.results("Add the stand-in host to group gpu_fleet")["add_host"]
-    assert added["host_name"] == "localhost" and added["groups"] == ["gpu_fleet"]
-    assert len(added["host_vars"]["dlfleet_fleet_instances"]) == 2
+    # The stand-in is inventory/local's localhost (provision_add_hosts: false): no host is added, and it carries the
+    # fleet's records from the run's fleet.json.
+    assert run.results("Add every instance to group gpu_fleet").get("skipped")
+    seen = _stand_in(fleet)
+    assert seen["groups"] == ["localhost"]
+    assert len(seen["instances"]) == 2 and seen["instance"] == doc["instances"][0]
 
     # Re-apply: nothing to do.
     run = _ok(fleet.provision())
@@ -299,7 +315,7 @@ def test_private_fleet_in_two_subnets_has_no_way_in_from_outside_and_is_reached_
     with fleet_network.network(emulator) as net:
         fleet = Fleet(emulator, aws_env, tmp_path, provision_private_fleet=True, provision_ssh_cidr="",
                       provision_subnet_ids=[net.subnet_a, net.subnet_b], provision_instance_count=2,
-                      provision_iam_instance_profile=net.ssm_profile, provision_stand_in_host="")
+                      provision_iam_instance_profile=net.ssm_profile, provision_add_hosts=True)
         fleet.vars["sagemaker_bucket"] = f"dlfleet-sagemaker-{fleet.name}"
         made.append(fleet)
         plan = _ok(fleet.provision(check=True))   # check mode plans it: the subnets' VPC, two launches, nothing made

@@ -68,7 +68,7 @@ def test_an_encrypted_extra_vars_file_is_read_with_the_runs_vault_secret_or_fail
 
 def test_the_project_default_file_is_read_relative_to_the_project(monkeypatch) -> None:
     _given(monkeypatch)
-    assert inventory_setting("dlfleet_region", "inventory/aws/group_vars/all/aws.yml") == "us-east-1"
+    assert inventory_setting("dlfleet_region", "roles/dlfleet_defaults/defaults/main.yml") == "us-east-1"
 
 
 @pytest.mark.parametrize(("extra", "name", "fragment"), [
