@@ -17,6 +17,8 @@ description:
   - Extra instances are terminated newest first (launch generation, launch time, then instance id).
   - The fleet is read with one filtered, paginated C(DescribeInstances), never one call per instance.
   - Existing instances are not replaced when launch options change; only count, state and tags are reconciled.
+  - The user's O(tags) go on the instances and their volumes, beside C(dlfleet:fleet), C(dlfleet:owner) and
+    C(dlfleet:ttl).
 version_added: "1.0.0"
 author:
   - dlfleet maintainers (@dlfleet)
@@ -154,19 +156,6 @@ options:
   user_data:
     description: User data (cloud-init) for new instances. Never logged (it often holds tokens).
     type: str
-  tags:
-    description:
-      - The user's tags for instances and volumes, set beside C(dlfleet:fleet), C(dlfleet:owner) and C(dlfleet:ttl).
-      - Keys starting with C(aws:) or C(dlfleet:) are refused.
-      - Left out, the user's tags on existing instances stay as they are.
-    type: dict
-  purge_tags:
-    description:
-      - Whether tags of existing instances (and their volumes) that O(tags) does not name are removed.
-      - Keys starting with C(aws:) and the C(dlfleet:) tags are never removed.
-      - Has no effect when O(tags) is left out.
-    type: bool
-    default: true
   owner:
     description: Value of the C(dlfleet:owner) tag.
     type: str
@@ -212,6 +201,7 @@ attributes:
     details: Runs on the controller and acts through the AWS APIs (or the endpoint O(endpoint_url) names).
 extends_documentation_fragment:
   - ansible.builtin.action_common_attributes
+  - dlfleet_tags.tags
   - amazon.aws.common.modules
   - amazon.aws.region.modules
   - amazon.aws.boto3
@@ -368,6 +358,7 @@ from ansible.module_utils.dlfleet_fleet import (
     ensure_present,
     launch_client,
 )
+from ansible.module_utils.dlfleet_tags import TAGS_SPEC
 from ansible_collections.amazon.aws.plugins.module_utils.modules import AnsibleAWSModule
 
 with contextlib.suppress(ImportError):  # AnsibleAWSModule reports a missing botocore itself
@@ -408,8 +399,7 @@ ARGUMENT_SPEC = dict(
     assign_public_ip=dict(type="bool"),
     wait_for_ssm=dict(type="bool", default=False),
     user_data=dict(type="str", no_log=True),   # often holds tokens
-    tags=dict(type="dict"),
-    purge_tags=dict(type="bool", default=True),
+    **{name: dict(option) for name, option in TAGS_SPEC.items()},   # tags, purge_tags
     owner=dict(type="str", default="dlfleet"),
     ttl=dict(type="str", default="8h"),
     require_gpu=dict(type="bool", default=True),
