@@ -407,6 +407,7 @@ ARGUMENT_SPEC = dict(
     wait_timeout=dict(type="int", default=600),
 )
 
+
 def build_spec(params: dict) -> FleetSpec:
     fields = {k: params[k] for k in FleetSpec.__dataclass_fields__ if k in params and params[k] is not None}
     tags = params.get("tags")

@@ -370,8 +370,8 @@ def wait_for(ec2, waiter_name: str, ids: list[str], timeout: int, batch: int = 1
         remaining = max(1, int(deadline - time.monotonic()))
         waiter = ec2.get_waiter(waiter_name)
         try:
-            waiter.wait(InstanceIds=chunk, **params, WaiterConfig={"Delay": WAITER_DELAY,
-                                                         "MaxAttempts": max(1, remaining // WAITER_DELAY)})
+            config = {"Delay": WAITER_DELAY, "MaxAttempts": max(1, remaining // WAITER_DELAY)}
+            waiter.wait(InstanceIds=chunk, **params, WaiterConfig=config)
         except botocore.exceptions.WaiterError as err:
             raise FleetError(f"timed out after {timeout}s waiting for {waiter_name.replace('_', ' ')} on "
                              f"{len(ids)} instance(s) ({err}); raise wait_timeout or check the instances' "

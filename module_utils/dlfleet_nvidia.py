@@ -44,6 +44,7 @@ QUERY_COMMAND = ["nvidia-smi", f"--query-gpu={','.join(QUERY_FIELDS)}", "--forma
 SUMMARY_COMMAND = ["nvidia-smi"]
 MISSING = {"", "N/A", "[N/A]", "[Not Supported]", "Not Supported", "[Unknown Error]", "[Insufficient Permissions]"}
 
+
 class NvidiaSmiError(ValueError):
     """nvidia-smi's output could not be understood; the message quotes it."""
 

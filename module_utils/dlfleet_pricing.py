@@ -280,8 +280,9 @@ def lookup(pricing, ec2, params: dict[str, Any]) -> dict[str, Any]:
         out["ebs"][vtype] = entry
     out["ebs_volumes"] = [volume_price(v, out["ebs"][v["type"]]["gb_month"], out["ebs"][v["type"]].get("iops_month"))
                           for v in volumes]
-    for option, kind, component in (("sagemaker_training_instance_types", "sagemaker_training", "Training"),
-                                     ("sagemaker_hosting_instance_types", "sagemaker_hosting", "Hosting")):
+    sagemaker_options = (("sagemaker_training_instance_types", "sagemaker_training", "Training"),
+                         ("sagemaker_hosting_instance_types", "sagemaker_hosting", "Hosting"))
+    for option, kind, component in sagemaker_options:
         for name in dict.fromkeys(params.get(option) or []):
             price = look.price(f"SageMaker {component.lower()} {name}", "AmazonSageMaker",
                                sagemaker_filters(region, name, component), "Hrs", (kind, name, None), "Hrs")

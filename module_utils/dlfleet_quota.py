@@ -237,7 +237,7 @@ def _read_account(ec2, planned_types: list[str]) -> tuple[list[dict[str, Any]], 
 def _evaluate(planned: list[tuple[str, int, str]], instances: list[dict[str, Any]], records: dict[str, Any],
               read, region: str) -> dict[str, Any]:
     """ec2_gpu_quota_info's result for one plan; `read(code)` gives a quota's (value, source, name)."""
-    unknown = sorted({t for t, _, _ in planned} - set(records))
+    unknown = sorted({entry[0] for entry in planned} - set(records))
     if unknown:
         raise QuotaError(f"unknown instance type(s) {', '.join(unknown)} in {region}; check the spelling "
                          f"(for example p3.2xlarge) or pick a region that offers them", unknown=unknown)
@@ -262,7 +262,7 @@ def _evaluate(planned: list[tuple[str, int, str]], instances: list[dict[str, Any
 def check(ec2, sq, fleet: list[dict[str, Any]], market: str, region: str) -> dict[str, Any]:
     """The whole preflight; returns ec2_gpu_quota_info's result (without failing on a shortfall)."""
     planned = normalise_fleet(fleet, market)
-    instances, records = _read_account(ec2, [t for t, _, _ in planned])
+    instances, records = _read_account(ec2, [entry[0] for entry in planned])
     return _evaluate(planned, instances, records, lambda code: read_quota(sq, code), region)
 
 
@@ -373,7 +373,7 @@ def check_sagemaker(sq, needs: list[dict[str, Any]], region: str) -> dict[str, A
               "offers it", unknown=[p.name for p in unknown])
     for plan in plans.values():
         plan.code = known[plan.name]["QuotaCode"]
-        plan.limit, plan.limit_source, _ = read_quota(sq, plan.code, SAGEMAKER_SERVICE_CODE)
+        plan.limit, plan.limit_source, _name = read_quota(sq, plan.code, SAGEMAKER_SERVICE_CODE)
     ordered = [plans[n] for n in sorted(plans)]
     shortfalls = [p.shortfall_message(region) for p in ordered if not p.fits]
     return {"quotas": [p.as_dict() for p in ordered], "fits": not shortfalls, "shortfalls": shortfalls,
