@@ -193,7 +193,7 @@ def health_problems(facts: dict[str, Any], expected_count: int | None = None,
 
 
 def _subprocess_runner(cmd: list[str]) -> tuple[int, str, str]:
-    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=120)
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=120, check=False)  # gather reads the code
     return proc.returncode, proc.stdout, proc.stderr
 
 
