@@ -251,7 +251,7 @@ def main() -> None:
         else:
             result = evaluate(backend, params)
     except SageMakerError as err:
-        module.fail_json(msg=str(err), error_code=err.code, **err.details)
+        module.fail_json(**err.fail_json_kwargs())
     module.exit_json(changed=False, **result)
 
 

@@ -10,7 +10,9 @@ import os
 import re
 from typing import Any
 
+from ansible.module_utils.dlfleet_aws import DlfleetError
 from ansible.module_utils.dlfleet_s3 import normalize_prefix
+from ansible.module_utils.dlfleet_tags import TAGS_SPEC
 
 try:
     from botocore.exceptions import BotoCoreError, ClientError
@@ -34,13 +36,11 @@ SAGEMAKER_HP_JOB_NAME = "sagemaker_job_name"
 SAGEMAKER_HP_PS = "sagemaker_parameter_server_enabled"
 
 
-class SageMakerError(Exception):
-    """A failure with a message that says what was asked, what happened and what to do."""
+class SageMakerError(DlfleetError):
+    """A failure of a SageMaker module: a message that says what was asked, what happened and what to do, the error
+    code (ValidationException unless said), and further return values (details)."""
 
-    def __init__(self, message: str, code: str = "ValidationException", **details: Any) -> None:
-        super().__init__(message)
-        self.code = code
-        self.details = details
+    default_code = "ValidationException"
 
 
 
@@ -49,9 +49,9 @@ class SageMakerError(Exception):
 # --------------------------------------------------------------------------------------------------
 
 def common_spec() -> dict[str, Any]:
-    """Options every SageMaker module has: tags, local mode and waiting."""
+    """Options every SageMaker module has: tags (and purge_tags), local mode and waiting."""
     return dict(
-        tags=dict(type="dict", default={}),
+        **TAGS_SPEC,
         fleet=dict(type="str"),
         owner=dict(type="str", default="dlfleet"),
         ttl=dict(type="str", default="8h"),

@@ -10,7 +10,7 @@ import json
 from typing import Any
 
 from ansible.module_utils import dlfleet_sagemaker_logs as logs
-from ansible.module_utils.dlfleet_aws import aws_retry, error_code, tag_dict, tag_list
+from ansible.module_utils.dlfleet_aws import AWS_ERRORS, aws_retry, error_code, is_not_found, tag_dict, tag_list
 
 try:
     from botocore.exceptions import BotoCoreError, ClientError
@@ -24,25 +24,18 @@ from ansible.module_utils.dlfleet_sagemaker_code import Storage
 # The AWS backend: one thin, retried wrapper per SageMaker call; "not found" decided here, once
 # --------------------------------------------------------------------------------------------------
 
-def not_found(err: BaseException) -> bool:
-    code = error_code(err)
-    if code in ("ResourceNotFound", "ResourceNotFoundException", "NoSuchEntity"):
-        return True
-    message = str(getattr(err, "response", {}).get("Error", {}).get("Message", "")).lower()
-    return code == "ValidationException" and ("could not find" in message or "not found" in message
-                                              or "does not exist" in message)
-
-
 def _call(fn, what: str, missing_ok: bool = False, **kwargs):
     try:
         answer = fn(aws_retry=True, **kwargs)
         if isinstance(answer, dict):
             answer.pop("ResponseMetadata", None)
         return answer
-    except (ClientError, BotoCoreError) as err:
-        if missing_ok and not_found(err):
+    except AWS_ERRORS as err:
+        if missing_ok and is_not_found(err, "sagemaker"):
             return None
-        raise SageMakerError(f"{what} failed: {err}", code=error_code(err) or "AWSError") from err
+        operation, _, resource = what.partition(" ")
+        raise SageMakerError(f"{what} failed: {err}", code=error_code(err) or "AWSError", operation=operation,
+                             resource=resource) from err
 
 
 def _logs_call(fn, **kwargs):
@@ -50,7 +43,7 @@ def _logs_call(fn, **kwargs):
     try:
         return aws_retry(fn)(**kwargs)
     except ClientError as err:
-        if error_code(err) == "ResourceNotFoundException":
+        if is_not_found(err, "logs"):
             return None
         raise
 
@@ -192,14 +185,11 @@ class AwsBackend:
         pages = aws_retry(lambda: list(self.sm.get_paginator("list_tags").paginate(ResourceArn=arn)))()
         return tag_dict([t for page in pages for t in page.get("Tags", [])])
 
-    def update_tags(self, arn: str, want: dict[str, str], have: dict[str, str]) -> bool:
-        drop = [k for k in have if k not in want]
-        add = {k: v for k, v in want.items() if have.get(k) != v}
-        if drop:
-            _call(self.sm.delete_tags, f"DeleteTags {arn}", ResourceArn=arn, TagKeys=drop)
-        if add:
-            _call(self.sm.add_tags, f"AddTags {arn}", ResourceArn=arn, Tags=tag_list(add))
-        return bool(drop or add)
+    def update_tags(self, arn: str, to_set: dict[str, str], to_unset: list[str]) -> None:
+        if to_unset:
+            _call(self.sm.delete_tags, f"DeleteTags {arn}", ResourceArn=arn, TagKeys=to_unset)
+        if to_set:
+            _call(self.sm.add_tags, f"AddTags {arn}", ResourceArn=arn, Tags=tag_list(to_set))
 
 
 def create_once(create, describe, matches=None) -> bool:
@@ -251,7 +241,7 @@ def run_module(module, local_of, ensure_present, ensure_absent, log) -> None:
         else:
             result = ensure_absent(backend, params, module.check_mode, log)
     except SageMakerError as err:
-        module.fail_json(msg=str(err), error_code=err.code, **err.details)
+        module.fail_json(**err.fail_json_kwargs())
     if not module._diff:
         result.pop("diff", None)
     module.exit_json(**result)

@@ -11,7 +11,7 @@ import os
 import tarfile
 from typing import Any
 
-from ansible.module_utils.dlfleet_aws import aws_retry, error_code
+from ansible.module_utils.dlfleet_aws import aws_retry, error_code, is_not_found
 
 try:
     from botocore.exceptions import BotoCoreError, ClientError
@@ -171,7 +171,7 @@ class Storage:
             aws_retry(self.s3.head_object)(Bucket=bucket, Key=key)
             return True
         except ClientError as err:
-            if error_code(err) in ("404", "NoSuchKey", "NotFound"):
+            if is_not_found(err, "s3"):
                 return False
             raise SageMakerError(f"cannot read {uri}: {err}", code=error_code(err) or "S3Error") from err
 
@@ -212,7 +212,7 @@ class Storage:
         try:
             head = aws_retry(self.s3.head_object)(Bucket=bucket, Key=key)
         except ClientError as err:
-            if error_code(err) in ("404", "NoSuchKey", "NotFound"):
+            if is_not_found(err, "s3"):
                 raise SageMakerError(f"{uri} does not exist: give the model_artifact of a finished training job",
                                      code="InvalidModelData") from err
             raise SageMakerError(f"cannot read {uri}: {err}", code=error_code(err) or "S3Error") from err

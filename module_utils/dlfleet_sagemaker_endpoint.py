@@ -18,7 +18,7 @@ from ansible.module_utils.dlfleet_sagemaker import (
 )
 from ansible.module_utils.dlfleet_sagemaker_backend import create_once, sha8
 from ansible.module_utils.dlfleet_sagemaker_code import MODEL_CODE_DIR, Storage, repack_model, source_bundle
-from ansible.module_utils.dlfleet_sagemaker_requests import image_cache_path, image_uri, resource_tags
+from ansible.module_utils.dlfleet_sagemaker_requests import image_cache_path, image_uri, resource_tags, sync_tags
 from ansible.module_utils.dlfleet_sagemaker_results import snake, wait_for
 
 ENDPOINT_TAG = "dlfleet:endpoint"  # marks the configs and models made for an endpoint, for cleanup
@@ -207,11 +207,8 @@ def ensure_present(backend, storage: Storage, params: dict, check_mode: bool, re
                                      f"{config['EndpointConfigName']!r}: {reason}", code="EndpointFailed",
                                      status=endpoint.get("EndpointStatus"))
     else:
-        have = backend.list_tags(endpoint["EndpointArn"])
-        if have != tags:
+        if sync_tags(backend, endpoint["EndpointArn"], params, check_mode)[0]:
             result["changed"] = True
-            if not check_mode:
-                backend.update_tags(endpoint["EndpointArn"], tags, have)
     endpoint = backend.describe_endpoint(name) or endpoint or {}
     in_use = endpoint.get("EndpointConfigName") or config["EndpointConfigName"]
     if endpoint.get("EndpointStatus") == "InService":  # only then is the old config surely unused

@@ -182,5 +182,5 @@ class LocalBackend:
     def list_tags(self, arn: str) -> dict[str, str]:
         return self._call("list_tags", arn=arn)
 
-    def update_tags(self, arn: str, want: dict[str, str], have: dict[str, str]) -> bool:
-        return self._call("update_tags", arn=arn, want=want, have=have)
+    def update_tags(self, arn: str, to_set: dict[str, str], to_unset: list[str]) -> None:
+        self._call("update_tags", arn=arn, to_set=to_set, to_unset=to_unset)

@@ -8,6 +8,7 @@ import os
 from typing import Any
 
 from ansible.module_utils.dlfleet_aws import fleet_tags, tag_list
+from ansible.module_utils.dlfleet_tags import check_user_tags, compare_tags
 
 try:
     from botocore.exceptions import BotoCoreError, ClientError
@@ -119,15 +120,38 @@ def framework_hyperparameters(p: dict[str, Any], name: str, program: str, submit
     return hps
 
 
+def user_tags(p: dict[str, Any]) -> dict[str, str] | None:
+    """The user's `tags` as strings; None when not given (the resource's user tags stay as they are)."""
+    try:
+        return check_user_tags(p.get("tags"))
+    except ValueError as err:
+        raise SageMakerError(str(err)) from None
+
+
+def identity_tags(p: dict[str, Any]) -> dict[str, str]:
+    """dlfleet's tags (fleet, owner, ttl) when `fleet` is given."""
+    if not p.get("fleet"):
+        return {}
+    try:
+        return fleet_tags(p["fleet"], p["owner"], p["ttl"])
+    except ValueError as err:
+        raise SageMakerError(str(err)) from err
+
+
 def resource_tags(p: dict[str, Any]) -> dict[str, str]:
-    """The user's tags, with the dlfleet tags merged over them when `fleet` is given."""
-    tags = {str(k): str(v) for k, v in (p.get("tags") or {}).items()}
-    if p.get("fleet"):
-        try:
-            tags = fleet_tags(p["fleet"], p["owner"], p["ttl"], tags)
-        except ValueError as err:
-            raise SageMakerError(str(err)) from err
-    return tags
+    """The tags a new resource gets: the user's, with the dlfleet tags merged over them."""
+    return {**(user_tags(p) or {}), **identity_tags(p)}
+
+
+def sync_tags(backend, arn: str, p: dict[str, Any], check_mode: bool) -> tuple[bool, dict[str, str], dict[str, str]]:
+    """Bring an existing resource's tags to `tags` + `purge_tags` (amazon.aws semantics: aws:* keys never touched,
+    dlfleet:* never removed). Returns (changed, tags before, tags after); check mode only predicts."""
+    have = backend.list_tags(arn)
+    to_set, to_unset = compare_tags(have, user_tags(p), p.get("purge_tags", True), identity_tags(p))
+    after = {**{k: v for k, v in have.items() if k not in to_unset}, **to_set}
+    if (to_set or to_unset) and not check_mode:
+        backend.update_tags(arn, to_set, to_unset)
+    return bool(to_set or to_unset), have, after
 
 
 # --------------------------------------------------------------------------------------------------

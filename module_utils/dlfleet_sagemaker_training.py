@@ -16,7 +16,7 @@ from ansible.module_utils.dlfleet_sagemaker_requests import (
     image_cache_path,
     image_uri,
     immutable_mismatch,
-    resource_tags,
+    sync_tags,
     training_job_request,
 )
 from ansible.module_utils.dlfleet_sagemaker_results import training_result, training_status, wait_for
@@ -49,7 +49,6 @@ def ensure_present(backend, storage: Storage, params: dict, check_mode: bool, re
     image = image_uri(params, region, "training", params["instance_type"], image_cache_path(params))
     bundle = source_bundle(params, default_code_location(params["output_path"]))
     request = training_job_request(params, name, image, bundle, region)
-    want_tags = resource_tags(params)
     existing = backend.describe_training_job(name)
     diff = {"before": definition_view(existing) if existing else {}, "after": definition_view(request)}
     source = {"uri": bundle["uri"], "sha256": bundle["sha256"], "uploaded": False}
@@ -57,11 +56,8 @@ def ensure_present(backend, storage: Storage, params: dict, check_mode: bool, re
         diffs = differences(definition_view(existing), definition_view(request))
         if diffs:
             raise immutable_mismatch("training job", name, diffs)
-        have_tags = backend.list_tags(existing["TrainingJobArn"])
-        diff["before"]["tags"], diff["after"]["tags"] = have_tags, want_tags
-        changed = have_tags != want_tags
-        if changed and not check_mode:
-            backend.update_tags(existing["TrainingJobArn"], want_tags, have_tags)
+        changed, diff["before"]["tags"], diff["after"]["tags"] = sync_tags(
+            backend, existing["TrainingJobArn"], params, check_mode)
         record, seen = existing, [training_status(existing)]
         if params["wait"] and existing["TrainingJobStatus"] not in TRAINING_TERMINAL and not check_mode:
             record, seen = wait_job(backend, name, params, log)

@@ -20,6 +20,7 @@ from ansible.module_utils.dlfleet_sagemaker_requests import (
     image_uri,
     immutable_mismatch,
     resource_tags,
+    sync_tags,
     training_definition,
 )
 from ansible.module_utils.dlfleet_sagemaker_results import snake, wait_for
@@ -227,10 +228,7 @@ def ensure_present(backend, storage: Storage, params: dict, check_mode: bool, re
         diffs = differences(tuning_view(existing), tuning_view(request))
         if diffs:
             raise immutable_mismatch("tuning job", name, diffs)
-        want, have = resource_tags(params), backend.list_tags(existing["HyperParameterTuningJobArn"])
-        changed = want != have
-        if changed and not check_mode:
-            backend.update_tags(existing["HyperParameterTuningJobArn"], want, have)
+        changed, _have, _want = sync_tags(backend, existing["HyperParameterTuningJobArn"], params, check_mode)
         record = existing
     elif check_mode:
         result = tuning_result(backend, None, metric)

@@ -475,9 +475,9 @@ class LocalSageMaker:
         kind, name = self._locate(arn)
         return container.read_json(self._tags_path(kind, name), {}) or {}
 
-    def update_tags(self, arn: str, want: dict[str, str], have: dict[str, str]) -> bool:
-        if want == have:
-            return False
+    def update_tags(self, arn: str, to_set: dict[str, str], to_unset: list[str]) -> None:
+        """DeleteTags of `to_unset`, then AddTags of `to_set`."""
         kind, name = self._locate(arn)
-        container.write_json(self._tags_path(kind, name), want)
-        return True
+        tags = {k: v for k, v in self.list_tags(arn).items() if k not in to_unset}
+        tags.update(to_set)
+        container.write_json(self._tags_path(kind, name), tags)

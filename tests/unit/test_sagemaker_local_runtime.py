@@ -51,8 +51,10 @@ def test_model_records_and_tags_round_trip_through_the_api(tmp_path: Path) -> No
     arn = answer["result"]["ModelArn"]
     assert arn == "arn:aws:sagemaker:eu-west-1:000000000000:model/m-1" and "Tags" not in answer["result"]
     assert _api(tmp_path, "list_tags", arn=arn)[1] == {"result": {"a": "1"}}
-    assert _api(tmp_path, "update_tags", arn=arn, want={"b": "2"}, have={"a": "1"})[1] == {"result": True}
+    assert _api(tmp_path, "update_tags", arn=arn, to_set={"b": "2"}, to_unset=["a"])[1] == {"result": None}
     assert _api(tmp_path, "list_tags", arn=arn)[1] == {"result": {"b": "2"}}
+    assert _api(tmp_path, "update_tags", arn=arn, to_set={"c": "3"}, to_unset=[])[1] == {"result": None}
+    assert _api(tmp_path, "list_tags", arn=arn)[1] == {"result": {"b": "2", "c": "3"}}
     assert _api(tmp_path, "list_models", name_contains="m-")[1] == {"result": ["m-1"]}
 
 

@@ -412,3 +412,49 @@ def test_writer_and_purger_take_the_same_plain_prefixes(tmp_path: Path, prefix: 
 
     assert normalize_prefix(prefix) == prefix + "/"
     sm.check_training_params(params(tmp_path, output_path=f"s3://bucket/{prefix}"))
+
+
+# ------------------------------------------------------------------------------------------ tags and purge_tags
+class TaggedBackend:
+    """list_tags / update_tags of one resource, as both backends answer them."""
+
+    def __init__(self, tags: dict[str, str]) -> None:
+        self.tags = dict(tags)
+        self.calls: list[tuple[dict[str, str], list[str]]] = []
+
+    def list_tags(self, arn: str) -> dict[str, str]:
+        return dict(self.tags)
+
+    def update_tags(self, arn: str, to_set: dict[str, str], to_unset: list[str]) -> None:
+        self.calls.append((to_set, to_unset))
+        self.tags = {k: v for k, v in self.tags.items() if k not in to_unset} | to_set
+
+
+def _tag_params(**changes: Any) -> dict[str, Any]:
+    return {"tags": None, "purge_tags": True, "fleet": "f1", "owner": "me", "ttl": "8h", **changes}
+
+
+def test_tags_follow_amazon_aws_semantics_and_never_touch_aws_or_remove_dlfleet_keys() -> None:
+    have = {"team": "a", "aws:cloudformation:stack-name": "s", "dlfleet:fleet": "f1", "dlfleet:owner": "me",
+            "dlfleet:ttl": "8h", "dlfleet:endpoint": "ep"}
+    backend = TaggedBackend(have)
+    assert sm_requests.sync_tags(backend, "arn", _tag_params(), False) == (False, have, have)  # tags left out
+    changed, before, after = sm_requests.sync_tags(backend, "arn", _tag_params(tags={"env": "dev"}), True)
+    assert changed and before == have and after == {k: v for k, v in have.items() if k != "team"} | {"env": "dev"}
+    assert backend.calls == []                                                     # check mode: a prediction only
+    changed, _, after = sm_requests.sync_tags(backend, "arn", _tag_params(tags={"env": "dev"}, purge_tags=False),
+                                              False)
+    assert changed and backend.calls == [({"env": "dev"}, [])] and after["team"] == "a"
+    changed, _, after = sm_requests.sync_tags(backend, "arn", _tag_params(tags={}), False)
+    assert changed and backend.calls[-1] == ({}, ["env", "team"])
+    assert after == {k: v for k, v in have.items() if k != "team"}                  # aws: and dlfleet: kept
+    changed, _, _ = sm_requests.sync_tags(backend, "arn", _tag_params(tags={}, ttl="1d"), False)
+    assert changed and backend.calls[-1] == ({"dlfleet:ttl": "1d"}, [])
+
+
+def test_reserved_tag_keys_are_refused_before_any_call() -> None:
+    for key in ("aws:x", "dlfleet:fleet"):
+        with pytest.raises(sm.SageMakerError, match="not allowed in tags"):
+            sm_requests.resource_tags(_tag_params(tags={key: "v"}))
+    assert sm_requests.resource_tags(_tag_params(tags={"n": 1})) == {
+        "n": "1", "dlfleet:fleet": "f1", "dlfleet:owner": "me", "dlfleet:ttl": "8h"}
