@@ -136,13 +136,8 @@ log_error:
 import time
 
 from ansible.module_utils import dlfleet_sagemaker_logs as logs
-from ansible.module_utils.dlfleet_sagemaker import (
-    TRAINING_TERMINAL,
-    TUNING_TERMINAL,
-    SageMakerError,
-    backend_for,
-    is_local,
-)
+from ansible.module_utils.dlfleet_sagemaker import TRAINING_TERMINAL, TUNING_TERMINAL, SageMakerError, is_local
+from ansible.module_utils.dlfleet_sagemaker_backend import backend_for
 from ansible_collections.amazon.aws.plugins.module_utils.modules import AnsibleAWSModule
 
 try:
@@ -225,7 +220,7 @@ def main() -> None:
         backend = backend_for(module, local)
         result = look(backend, params)
     except SageMakerError as err:
-        module.fail_json(msg=str(err), error_code=err.code)
+        module.fail_json(**err.fail_json_kwargs())
     module.exit_json(**result)
 
 
