@@ -5,7 +5,7 @@ given to AnsibleModule / AnsibleAWSModule (AWS connection options included) agre
 too, in type, elements, default, choices, required and aliases. EXAMPLES are named tasks that call the module (or an
 ansible.builtin action) with documented options only. RETURN is YAML whose every entry (and its contains) carries
 only the keys ansible-doc knows, so that no unquoted ": " or ", " leaves a stray key. Every module documents its
-attributes (check mode, diff mode, platform), authors and version.
+attributes (check mode, diff mode, platform), authors and version, and every doc fragment is used.
 """
 from __future__ import annotations
 
@@ -198,3 +198,15 @@ def test_every_module_documents_its_header_attributes_and_authors(path: Path, do
     authors = [authors] if isinstance(authors, str) else authors
     assert authors and all(author.endswith(")") and "(@" in author for author in authors), authors
 
+
+def test_every_doc_fragment_is_used() -> None:
+    """Each fragment of doc_fragments/ (DOCUMENTATION, or another attribute as NAME.attribute) documents a module."""
+    used = set()
+    for path in MODULES:
+        doc = yaml.safe_load(_load(path).DOCUMENTATION)
+        used |= {ref.lower() for ref in doc.get("extends_documentation_fragment") or []}
+    for path in sorted(ROOT.glob("doc_fragments/*.py")):
+        fragment = _load(path).ModuleDocFragment
+        for name in [attr for attr in vars(fragment) if attr.isupper()]:
+            ref = path.stem if name == "DOCUMENTATION" else f"{path.stem}.{name.lower()}"
+            assert ref in used, f"doc_fragments/{path.name}: {name} is used by no module"
