@@ -136,14 +136,11 @@ log_error:
 import time
 
 from ansible.module_utils import dlfleet_sagemaker_logs as logs
+from ansible.module_utils.dlfleet_aws import AWS_ERRORS
 from ansible.module_utils.dlfleet_sagemaker import TRAINING_TERMINAL, TUNING_TERMINAL, SageMakerError, is_local
 from ansible.module_utils.dlfleet_sagemaker_backend import backend_for
 from ansible_collections.amazon.aws.plugins.module_utils.modules import AnsibleAWSModule
 
-try:
-    from botocore.exceptions import BotoCoreError, ClientError
-except ImportError:  # AnsibleAWSModule reports a missing botocore
-    BotoCoreError = ClientError = Exception  # type: ignore[assignment,misc]
 
 def instance_count(record: dict) -> int:
     """The training job's InstanceCount (its lines are labelled [algo-N] when it is more than one)."""
@@ -180,7 +177,7 @@ def look(backend, params: dict, sleep=time.sleep, clock=time.monotonic) -> dict:
                 got, cursor, more = backend.training_log_since(name, cursor, params["limit"] - len(lines), terminal,
                                                                instance_count(record))
                 lines += got
-            except (ClientError, BotoCoreError) as err:
+            except AWS_ERRORS as err:
                 log_error = f"the job's log could not be read: {err}"
         if messages or lines or terminal or more or clock() >= deadline:
             break

@@ -14,12 +14,6 @@ from ansible.module_utils.dlfleet_aws import DlfleetError
 from ansible.module_utils.dlfleet_s3 import normalize_prefix
 from ansible.module_utils.dlfleet_tags import TAGS_SPEC
 
-try:
-    from botocore.exceptions import BotoCoreError, ClientError
-except ImportError:  # the module reports missing botocore through AnsibleAWSModule
-    BotoCoreError = ClientError = Exception  # type: ignore[assignment,misc]
-
-
 LOCAL_INSTANCE_TYPES = ("local", "local_gpu")
 TRAINING_TERMINAL = ("Completed", "Failed", "Stopped")
 TUNING_TERMINAL = ("Completed", "Failed", "Stopped")

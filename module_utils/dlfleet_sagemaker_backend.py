@@ -10,13 +10,15 @@ import json
 from typing import Any
 
 from ansible.module_utils import dlfleet_sagemaker_logs as logs
-from ansible.module_utils.dlfleet_aws import AWS_ERRORS, aws_retry, error_code, is_not_found, tag_dict, tag_list
-
-try:
-    from botocore.exceptions import BotoCoreError, ClientError
-except ImportError:  # the module reports missing botocore through AnsibleAWSModule
-    BotoCoreError = ClientError = Exception  # type: ignore[assignment,misc]
-
+from ansible.module_utils.dlfleet_aws import (
+    AWS_ERRORS,
+    aws_retry,
+    error_code,
+    is_not_found,
+    paginate,
+    tag_dict,
+    tag_list,
+)
 from ansible.module_utils.dlfleet_sagemaker import SageMakerError
 from ansible.module_utils.dlfleet_sagemaker_code import Storage
 
@@ -42,7 +44,7 @@ def _logs_call(fn, **kwargs):
     """A retried CloudWatch Logs call; None when the group or stream does not exist (yet)."""
     try:
         return aws_retry(fn)(**kwargs)
-    except ClientError as err:
+    except AWS_ERRORS as err:
         if is_not_found(err, "logs"):
             return None
         raise
@@ -98,7 +100,7 @@ class AwsBackend:
                     startFromHead=False).get("events", [])
                 out += [e["message"].rstrip("\n") for e in events]
             return out[-lines:]
-        except (ClientError, BotoCoreError):
+        except AWS_ERRORS:
             return []  # no log group yet (or no logs permission): progress goes on without the tail
 
     def training_log_since(self, name: str, cursor: dict[str, Any], limit: int, final: bool,
@@ -121,10 +123,10 @@ class AwsBackend:
               HyperParameterTuningJobName=name)
 
     def list_tuning_trials(self, name: str) -> list[dict[str, Any]]:
-        paginator = self.sm.get_paginator("list_training_jobs_for_hyper_parameter_tuning_job")
         try:
-            pages = aws_retry(lambda: list(paginator.paginate(HyperParameterTuningJobName=name)))()
-        except (ClientError, BotoCoreError) as err:
+            pages = paginate(self.sm, "list_training_jobs_for_hyper_parameter_tuning_job",
+                             HyperParameterTuningJobName=name)
+        except AWS_ERRORS as err:
             raise SageMakerError(f"ListTrainingJobsForHyperParameterTuningJob {name} failed: {err}",
                                  code=error_code(err) or "AWSError") from err
         return [s for page in pages for s in page.get("TrainingJobSummaries", [])]
@@ -140,7 +142,7 @@ class AwsBackend:
         _call(self.sm.delete_model, f"DeleteModel {name}", True, ModelName=name)
 
     def list_models(self, name_contains: str) -> list[str]:
-        pages = aws_retry(lambda: list(self.sm.get_paginator("list_models").paginate(NameContains=name_contains)))()
+        pages = paginate(self.sm, "list_models", NameContains=name_contains)
         return [m["ModelName"] for page in pages for m in page.get("Models", [])]
 
     def describe_endpoint_config(self, name: str) -> dict[str, Any] | None:
@@ -154,8 +156,7 @@ class AwsBackend:
         _call(self.sm.delete_endpoint_config, f"DeleteEndpointConfig {name}", True, EndpointConfigName=name)
 
     def list_endpoint_configs(self, name_contains: str) -> list[str]:
-        pages = aws_retry(lambda: list(
-            self.sm.get_paginator("list_endpoint_configs").paginate(NameContains=name_contains)))()
+        pages = paginate(self.sm, "list_endpoint_configs", NameContains=name_contains)
         return [c["EndpointConfigName"] for page in pages for c in page.get("EndpointConfigs", [])]
 
     def describe_endpoint(self, name: str) -> dict[str, Any] | None:
@@ -182,7 +183,7 @@ class AwsBackend:
 
     # tags
     def list_tags(self, arn: str) -> dict[str, str]:
-        pages = aws_retry(lambda: list(self.sm.get_paginator("list_tags").paginate(ResourceArn=arn)))()
+        pages = paginate(self.sm, "list_tags", ResourceArn=arn)
         return tag_dict([t for page in pages for t in page.get("Tags", [])])
 
     def update_tags(self, arn: str, to_set: dict[str, str], to_unset: list[str]) -> None:

@@ -8,13 +8,6 @@ import os
 from typing import Any
 
 from ansible.module_utils.dlfleet_aws import fleet_tags, tag_list
-from ansible.module_utils.dlfleet_tags import check_user_tags, compare_tags
-
-try:
-    from botocore.exceptions import BotoCoreError, ClientError
-except ImportError:  # the module reports missing botocore through AnsibleAWSModule
-    BotoCoreError = ClientError = Exception  # type: ignore[assignment,misc]
-
 from ansible.module_utils.dlfleet_sagemaker import (
     SAGEMAKER_HP_JOB_NAME,
     SAGEMAKER_HP_LOG_LEVEL,
@@ -24,6 +17,7 @@ from ansible.module_utils.dlfleet_sagemaker import (
     SAGEMAKER_HP_SUBMIT_DIR,
     SageMakerError,
 )
+from ansible.module_utils.dlfleet_tags import check_user_tags, compare_tags
 
 # --------------------------------------------------------------------------------------------------
 # Images and hyperparameters

@@ -6,11 +6,6 @@ import time
 from datetime import datetime
 from typing import Any
 
-try:
-    from botocore.exceptions import BotoCoreError, ClientError
-except ImportError:  # the module reports missing botocore through AnsibleAWSModule
-    BotoCoreError = ClientError = Exception  # type: ignore[assignment,misc]
-
 from ansible.module_utils.dlfleet_sagemaker import SageMakerError
 from ansible.module_utils.dlfleet_sagemaker_requests import decode_hyperparameters
 
