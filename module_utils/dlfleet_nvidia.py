@@ -227,6 +227,8 @@ def facts_from_dir(directory: str) -> dict[str, Any]:
     return build_facts(query, summary)
 
 
+# A command too, run by hand on a GPU host and by tests/fixtures/nvidia-smi/capture.sh: it prints and exits as a
+# command does (the pylint disables below).
 def main(argv: list[str]) -> int:
     import argparse
 
@@ -238,9 +240,9 @@ def main(argv: list[str]) -> int:
     args = parser.parse_args(argv)
     facts = facts_from_dir(args.from_dir) if args.from_dir else gather(nvidia_smi=args.nvidia_smi)
     problems = health_problems(facts, args.expected_count, args.min_driver)
-    print(json.dumps({"nvidia_gpu": facts, "health_problems": problems}, indent=2))
+    print(json.dumps({"nvidia_gpu": facts, "health_problems": problems}, indent=2))  # pylint: disable=ansible-bad-function
     return 1 if problems else 0
 
 
 if __name__ == "__main__":
-    sys.exit(main(sys.argv[1:]))
+    sys.exit(main(sys.argv[1:]))  # pylint: disable=ansible-bad-function

@@ -10,6 +10,7 @@ from typing import Any
 from ansible.module_utils.dlfleet_aws import AWS_ERRORS, DlfleetError, error_code, paginate
 
 # An API that cannot be used: unreachable, denied, throttled past the retries, or an answer we cannot read.
+# A tuple of exception classes (pylint cannot see them through the optional botocore import: the catches say so).
 API_FAILURES = (*AWS_ERRORS, ValueError, KeyError, TypeError)
 
 SOURCE_API = "AWS Price List API"
@@ -236,7 +237,7 @@ class Lookup:
             return None
         try:
             offer = pick_offer(parse_price_list(get_products(self.pricing, service_code, filters)), unit)
-        except API_FAILURES as err:
+        except API_FAILURES as err:  # pylint: disable=catching-non-exception
             code = error_code(err)
             self.api_error = f"the Price List API did not answer ({code + ': ' if code else ''}{err})"
             return None
@@ -301,7 +302,7 @@ def spot_price(ec2, instance_type: str, on_demand: dict[str, Any] | None) -> dic
     why = None
     try:
         latest = latest_spot_prices(spot_price_history(ec2, instance_type))
-    except API_FAILURES as err:
+    except API_FAILURES as err:  # pylint: disable=catching-non-exception
         latest, why = {}, f"spot price history not read ({error_code(err) or err})"
     if latest:
         top = max(latest.values(), key=lambda r: float(r["SpotPrice"]))

@@ -37,7 +37,6 @@ class SageMakerError(DlfleetError):
     default_code = "ValidationException"
 
 
-
 # --------------------------------------------------------------------------------------------------
 # Option specs shared by the modules (DOCUMENTATION in each module mirrors them)
 # --------------------------------------------------------------------------------------------------

@@ -26,6 +26,7 @@ from ansible.module_utils.dlfleet_sagemaker_code import Storage
 # The AWS backend: one thin, retried wrapper per SageMaker call; "not found" decided here, once
 # --------------------------------------------------------------------------------------------------
 
+
 def _call(fn, what: str, missing_ok: bool = False, **kwargs):
     try:
         answer = fn(aws_retry=True, **kwargs)
@@ -35,7 +36,7 @@ def _call(fn, what: str, missing_ok: bool = False, **kwargs):
     except AWS_ERRORS as err:
         if missing_ok and is_not_found(err, "sagemaker"):
             return None
-        operation, _, resource = what.partition(" ")
+        operation, _space, resource = what.partition(" ")
         raise SageMakerError(f"{what} failed: {err}", code=error_code(err) or "AWSError", operation=operation,
                              resource=resource) from err
 

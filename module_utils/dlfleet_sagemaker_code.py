@@ -14,15 +14,16 @@ from typing import Any
 from ansible.module_utils.dlfleet_aws import aws_retry, error_code, is_not_found
 
 try:
-    from botocore.exceptions import BotoCoreError, ClientError
+    from botocore.exceptions import ClientError
 except ImportError:  # the module reports missing botocore through AnsibleAWSModule
-    BotoCoreError = ClientError = Exception  # type: ignore[assignment,misc]
+    ClientError = Exception  # type: ignore[assignment,misc]
 
 from ansible.module_utils.dlfleet_sagemaker import S3_URI_RE, SageMakerError, resolve_entry_point
 
 # --------------------------------------------------------------------------------------------------
 # Code packing: deterministic sourcedir.tar.gz, named by its content hash
 # --------------------------------------------------------------------------------------------------
+
 
 def _excluded(rel: str, patterns: list[str]) -> bool:
     parts = rel.split("/")

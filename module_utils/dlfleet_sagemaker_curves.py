@@ -20,7 +20,7 @@ def metric_series(lines, definitions: list[dict]) -> tuple[dict[str, list[float]
     """{metric name: values in log order} of `definitions` ({name, regex}) over `lines`, and whether a series was
     cut at MAX_POINTS. Lines are read one at a time, so a long log is never held whole."""
     compiled = [(d["name"], re.compile(d["regex"])) for d in definitions]
-    series: dict[str, list[float]] = {name: [] for name, _ in compiled}
+    series: dict[str, list[float]] = {name: [] for name, _regex in compiled}
     cut = False
     for line in lines:
         for name, regex in compiled:
@@ -118,9 +118,11 @@ def plot(data: dict, dest: str) -> None:
     os.replace(tmp, dest)
 
 
+# This file is also the plotting command that sagemaker_job_curves runs in the training venv (python -c <source>):
+# there it prints and exits as a command does (the pylint disables below).
 def main(argv: list[str]) -> int:
     if len(argv) != 2:
-        print("usage: python dlfleet_sagemaker_curves.py DATA.json OUT.png", file=sys.stderr)
+        print("usage: python dlfleet_sagemaker_curves.py DATA.json OUT.png", file=sys.stderr)  # pylint: disable=ansible-bad-function
         return 2
     with open(argv[0]) as fh:
         plot(json.load(fh), argv[1])
@@ -128,4 +130,4 @@ def main(argv: list[str]) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main(sys.argv[1:]))
+    sys.exit(main(sys.argv[1:]))  # pylint: disable=ansible-bad-function

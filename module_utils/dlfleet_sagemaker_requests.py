@@ -23,6 +23,7 @@ from ansible.module_utils.dlfleet_tags import check_user_tags, compare_tags
 # Images and hyperparameters
 # --------------------------------------------------------------------------------------------------
 
+
 def image_uri(p: dict[str, Any], region: str, scope: str, instance_type: str, cache_path: str | None = None) -> str:
     """The explicit image_uri, else the framework image from the SageMaker SDK's image_uris table. Lookups are
     cached per sagemaker-core version in `cache_path`: importing the SDK takes seconds, the answer never changes."""

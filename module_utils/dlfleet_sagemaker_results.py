@@ -13,6 +13,7 @@ from ansible.module_utils.dlfleet_sagemaker_requests import decode_hyperparamete
 # Results
 # --------------------------------------------------------------------------------------------------
 
+
 def plain(value: Any) -> Any:
     """Describe* answers with datetimes (AWS) or ISO strings (local) as JSON-safe data."""
     if isinstance(value, datetime):
@@ -25,7 +26,7 @@ def plain(value: Any) -> Any:
 
 
 def snake(record: dict[str, Any], keep: tuple[str, ...] = ("HyperParameters", "StaticHyperParameters",
-                                                            "Environment", "Tags", "TunedHyperParameters")
+                                                           "Environment", "Tags", "TunedHyperParameters")
           ) -> dict[str, Any]:
     from ansible.module_utils.common.dict_transformations import camel_dict_to_snake_dict
     return camel_dict_to_snake_dict(plain(record), ignore_list=list(keep))

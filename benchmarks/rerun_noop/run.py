@@ -202,8 +202,8 @@ def main() -> int:
         try:
             old.append(timed("site.yml", [str(BIN / "ansible-playbook"), "site.yml", *extra], aws,
                              work / "old-site.log"))
-            old.append(timed("teardown.yml", [str(BIN / "ansible-playbook"), "playbooks/teardown.yml", "-e",
-                                              "dlfleet_mark_complete=true", *extra], aws, work / "old-teardown.log"))
+            old.append(timed("teardown.yml", [str(BIN / "ansible-playbook"), "playbooks/teardown.yml", *extra], aws,
+                             work / "old-teardown.log"))
         finally:
             old.append(timed("emulator stop", [str(EMULATOR), "stop", "--state-dir", str(state_dir)], env,
                              work / "old-stop.log"))

@@ -55,8 +55,8 @@ def playbook_code_exclude() -> list[str]:
 
 
 def declared_metrics() -> list[dict[str, str]]:
-    """The metric definitions the inventory gives every training job."""
-    defaults = yaml.safe_load((ROOT / "inventory" / "local" / "group_vars" / "all" / "sagemaker.yml").read_text())
+    """The metric definitions every training job gets by default (the settings' one home, role dlfleet_defaults)."""
+    defaults = yaml.safe_load((ROOT / "roles" / "dlfleet_defaults" / "defaults" / "main.yml").read_text())
     return list(defaults["sagemaker_metric_definitions"])
 
 

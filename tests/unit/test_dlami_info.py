@@ -69,8 +69,6 @@ def test_image_facts_take_the_root_mapping_not_the_first() -> None:
     assert (facts["line"], facts["legacy"], facts["python_env"]) == ("legacy-conda", True, "conda")
 
 
-
-
 @pytest.mark.parametrize(("name", "description", "os_name", "python", "too_old"), [
     ("Deep Learning AMI (Ubuntu 18.04) Version 61.3", "", "Ubuntu 18.04", "3.6", True),
     ("Deep Learning AMI (Ubuntu 16.04) Version 26.0", "", "Ubuntu 16.04", "3.5", True),

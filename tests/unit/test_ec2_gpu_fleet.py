@@ -140,12 +140,9 @@ def test_next_generation_counts_terminated_instances_too() -> None:
     assert fl.next_generation([inst("1"), inst("4"), inst("junk"), {"Tags": []}]) == 5
 
 
-
-
 # --------------------------------------------------------------------------------------------------------
 # subnets, VPC and the public address
 # --------------------------------------------------------------------------------------------------------
-
 SUBNET_A, SUBNET_B, SUBNET_C = "subnet-0aaaaaaaaaaaaaaa1", "subnet-0bbbbbbbbbbbbbbb2", "subnet-0ccccccc"
 DESCRIBED = [  # what DescribeSubnets answers in us-east-1
     {"SubnetId": SUBNET_A, "VpcId": "vpc-01111111111111111", "AvailabilityZone": "us-east-1a"},

@@ -99,5 +99,3 @@ def test_shortfall_message_says_what_increase_to_request() -> None:
     msg = plan.shortfall_message("us-east-1")
     assert "allows 32 vCPUs, 24 are in use, and the fleet needs 16 more" in msg
     assert "at least 40" in msg and plan.headroom == -8 and not plan.fits
-
-

@@ -151,13 +151,13 @@ def _row(report: str, start: str) -> list[str]:
 
 
 def test_report_shows_estimate_and_actual_for_ec2_ebs_and_sagemaker_with_source_and_date(tmp_path: Path) -> None:
-    report, _ = render(_artifacts(tmp_path), now=datetime(2026, 1, 2, tzinfo=UTC))
+    report = render(_artifacts(tmp_path), now=datetime(2026, 1, 2, tzinfo=UTC))[0]
     ec2 = _row(report, "EC2 2 x g5.xlarge")
     assert ec2[1:] == ["16.096 for 8.0 h", f"{2 * 2 * 1.006:.3f} for 4.0 instance-hours", "g5.xlarge 1.006/h",
                        pr.SOURCE_API, "2025-11-20"]   # two instances for the 2 h from launch to teardown
     ebs = _row(report, "EBS 2 x (gp3 40 GiB)")
     assert ebs[2] == f"{round(4 * 0.08 * 40 / 730, 4):g} for 4.0 instance-hours" and ebs[4:] == [pr.SOURCE_API,
-                                                                                                "2025-11-20"]
+                                                                                                 "2025-11-20"]
     train = _row(report, "SageMaker training job (local x 1, priced as ml.m5.xlarge)")
     assert train[1:] == ["0.23 for max_run 3600 s", f"{0.23 * 360 / 3600:g} for 360 billable s x 1", "0.23/h",
                          pr.SOURCE_API, "2025-11-20"]
@@ -177,11 +177,11 @@ def test_report_total_says_when_an_item_has_no_price(tmp_path: Path) -> None:
     prices = json.loads((art / "sagemaker" / "prices.json").read_text())
     prices["endpoint"]["price"] = None
     (art / "sagemaker" / "prices.json").write_text(json.dumps(prices))
-    report, _ = render(art)
+    report = render(art)[0]
     assert _row(report, "SageMaker endpoint")[4:] == ["no price", "-"]
     assert "(1 item(s) without a price)" in _row(report, "**Total**")[1]
 
 
 def test_report_says_when_prices_came_from_the_dated_table(tmp_path: Path) -> None:
-    report, _ = render(_artifacts(tmp_path, fallback="the Price List API did not answer (AccessDenied)"))
+    report = render(_artifacts(tmp_path, fallback="the Price List API did not answer (AccessDenied)"))[0]
     assert "Prices from the dated table: the Price List API did not answer (AccessDenied)." in report

@@ -79,7 +79,7 @@ class ActionModule(ActionBase):
     def run(self, tmp=None, task_vars=None):
         result = super().run(tmp, task_vars)
         del tmp
-        _, args = self.validate_argument_spec(argument_spec=ARGUMENT_SPEC)  # types and required: AnsibleActionFail
+        args = self.validate_argument_spec(argument_spec=ARGUMENT_SPEC)[1]  # types and required: AnsibleActionFail
         jobs = dict(args["jobs"])
         if not args["pid_dir"] or not jobs:
             raise AnsibleActionFail("mxnet_train_follow needs pid_dir and jobs (process name -> async job id)")

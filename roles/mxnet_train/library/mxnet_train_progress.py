@@ -1,11 +1,6 @@
 #!/usr/bin/python
 # GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
 # Runs on the training host with its system python (3.6 on the oldest DLAMIs): no newer syntax here.
-import os
-import time
-
-from ansible.module_utils.basic import AnsibleModule
-
 DOCUMENTATION = r"""
 module: mxnet_train_progress
 short_description: Wait for the next sign of progress of running training processes, and report it
@@ -112,6 +107,11 @@ waited:
   type: float
   sample: 4.5
 """
+
+import os
+import time
+
+from ansible.module_utils.basic import AnsibleModule
 
 
 def start_time(pid):
