@@ -52,7 +52,7 @@ def _logs_call(fn, **kwargs):
 
 
 class AwsBackend:
-    """SageMaker in AWS (or the emulator): boto3 clients with dlfleet's retry policy."""
+    """SageMaker through boto3 (whatever endpoint boto3 is given): clients with dlfleet's retry policy."""
 
     poll_seconds = 15.0   # longest pause between two Describe* calls while waiting
     look_seconds = 5.0    # pause between two looks of sagemaker_job_progress

@@ -1,6 +1,6 @@
 # The SageMaker modules' code and storage: the deterministic source archive (sourcedir.tar.gz, named by its
-# content hash), the SDK's deploy-time repack of model.tar.gz, and storage by URI: S3 (AWS or the
-# emulator) and file:// (local mode), with SSE and skip-if-present.
+# content hash), the SDK's deploy-time repack of model.tar.gz, and storage by URI: S3 and file://
+# (local mode), with SSE and skip-if-present.
 from __future__ import annotations
 
 import fnmatch
@@ -135,7 +135,7 @@ def default_code_location(output_path: str) -> str:
 
 
 # --------------------------------------------------------------------------------------------------
-# Storage: S3 (AWS or the emulator) and file:// (local mode), with SSE and skip-if-present
+# Storage: S3 and file:// (local mode), with SSE and skip-if-present
 # --------------------------------------------------------------------------------------------------
 
 def split_s3(uri: str) -> tuple[str, str]:
