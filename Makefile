@@ -32,6 +32,7 @@ $(VENV)/.bootstrap: requirements/bootstrap.txt
 COLLECTIONS_SOURCE ?= pypi
 $(VENV)/.installed: requirements/controller.txt requirements.yml $(VENV)/.bootstrap $(VENV)/.ansiballz-bytecode
 	$(UV) pip install $(UV_FLAGS) --python $(BIN)/python -r requirements/controller.txt
+	$(UV) pip uninstall -q --python $(BIN)/python ansible 2>/dev/null || true   # a venv made before requirements.yml
 	$(BIN)/python scripts/install-collections --python $(BIN)/python --source $(COLLECTIONS_SOURCE)
 	$(BIN)/python -m compileall -q \
 	  "$$($(BIN)/python -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])')/ansible_collections"

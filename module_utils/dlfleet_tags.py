@@ -28,7 +28,7 @@ def check_user_tags(tags: dict[str, Any] | None) -> dict[str, str] | None:
     out = {}
     for key, value in tags.items():
         key = str(key)
-        if key.startswith(RESERVED_PREFIXES):
+        if key.lower().startswith(RESERVED_PREFIXES):   # AWS reserves aws: in any case
             raise ValueError(f"tag {key!r} is not allowed in tags: keys starting with aws: are AWS's own and keys "
                              f"starting with dlfleet: are set by dlfleet (fleet, owner and ttl come from their own "
                              f"options); rename the tag")

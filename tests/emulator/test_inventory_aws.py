@@ -49,6 +49,25 @@ def test_aws_inventory_lists_the_tagged_fleet_with_its_groups_and_vars(emulator)
     emulator.reset()
 
 
+def test_ad_hoc_commands_on_the_aws_inventory_need_no_play(emulator):
+    """`ansible -i inventory/aws gpu_fleet ...` loads no play's settings: the hosts' connection is still worked out
+    (ssh, Systems Manager only when -e says private), with the key file given by -e."""
+    emulator.reset()
+    _launch(emulator, 1)
+    base = [str(ROOT / ".venv/bin/ansible"), "gpu_fleet", "-i", "inventory/aws", "-m", "ansible.builtin.debug",
+            "-a", "var=ansible_connection", "-e", f"dlfleet_fleet_name={FLEET}",
+            "-e", "dlfleet_key_file=/nonexistent.pem"]
+    env = {**ansible_env(emulator.env), "ANSIBLE_STDOUT_CALLBACK": "default", "ANSIBLE_LOAD_CALLBACK_PLUGINS": "0"}
+    public = subprocess.run(base, cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
+    assert public.returncode == 0, public.stdout[-2000:] + public.stderr[-2000:]
+    assert '"ansible_connection": "ssh"' in public.stdout
+    private = subprocess.run([*base, "-e", "provision_private_fleet=true"], cwd=ROOT, env=env, capture_output=True,
+                             text=True, timeout=300)
+    assert private.returncode == 0, private.stdout[-2000:] + private.stderr[-2000:]
+    assert '"ansible_connection": "amazon.aws.aws_ssm"' in private.stdout
+    emulator.reset()
+
+
 def _settings_seen(emulator, host: str, names: list[str]) -> dict[str, object]:
     """The values of `names` in a play on gpu_fleet of inventory/aws that loads the settings as every play does."""
     play = [{"name": "Settings seen on the fleet", "hosts": "gpu_fleet", "gather_facts": False,

@@ -36,6 +36,8 @@ def test_identity_wins_over_a_user_value_and_aws_keys_are_never_set() -> None:
 def test_user_tags_are_checked_and_stringified() -> None:
     assert check_user_tags(None) is None
     assert check_user_tags({"n": 3, "e": None}) == {"n": "3", "e": ""}
-    for bad in ({"aws:created-by": "me"}, {"dlfleet:fleet": "other"}, {" ": "x"}):
+    # AWS reserves aws: in any case; dlfleet's own prefix likewise.
+    for bad in ({"aws:created-by": "me"}, {"AWS:Created-By": "me"}, {"dlfleet:fleet": "other"}, {"DLFleet:ttl": "1h"},
+                {" ": "x"}):
         with pytest.raises(ValueError, match=r"tag|key"):
             check_user_tags(bad)
