@@ -76,18 +76,9 @@ notes:
   - Needs C(pricing:GetProducts), and C(ec2:DescribeSpotPriceHistory) with O(market=spot).
   - EBS gp3 throughput above 125 MiB/s and io2 IOPS above 32000 (cheaper tiers) are priced at the first tier.
   - A month is 730 hours, as AWS prorates GB-month and IOPS-month prices.
-attributes:
-  check_mode:
-    support: full
-    details: Runs the same reads.
-  diff_mode:
-    support: none
-    details: Reads only; there is never a change to show.
-  platform:
-    platforms: aws
-    details: Runs on the controller and acts through the AWS APIs (or the endpoint O(endpoint_url) names).
 extends_documentation_fragment:
   - ansible.builtin.action_common_attributes
+  - dlfleet_aws_read
   - amazon.aws.common.modules
   - amazon.aws.region.modules
   - amazon.aws.boto3

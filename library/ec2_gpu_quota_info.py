@@ -63,18 +63,9 @@ notes:
   - Needs C(servicequotas:GetServiceQuota), C(servicequotas:GetAWSDefaultServiceQuota),
     C(ec2:DescribeInstances) and C(ec2:DescribeInstanceTypes).
   - Spot usage is counted from running spot instances; open spot requests that have not launched are not counted.
-attributes:
-  check_mode:
-    support: full
-    details: Runs the same reads.
-  diff_mode:
-    support: none
-    details: Reads only; there is never a change to show.
-  platform:
-    platforms: aws
-    details: Runs on the controller and acts through the AWS APIs (or the endpoint O(endpoint_url) names).
 extends_documentation_fragment:
   - ansible.builtin.action_common_attributes
+  - dlfleet_aws_read
   - amazon.aws.common.modules
   - amazon.aws.region.modules
   - amazon.aws.boto3

@@ -62,18 +62,9 @@ options:
     description: Read the training job's log (V(false) reports the status only).
     type: bool
     default: true
-attributes:
-  check_mode:
-    support: full
-    details: Runs the same reads.
-  diff_mode:
-    support: none
-    details: Reads only; there is never a change to show.
-  platform:
-    platforms: aws
-    details: Runs on the controller and acts through the AWS APIs (or the endpoint O(endpoint_url) names).
 extends_documentation_fragment:
   - ansible.builtin.action_common_attributes
+  - dlfleet_aws_read
   - amazon.aws.common.modules
   - amazon.aws.region.modules
   - amazon.aws.boto3

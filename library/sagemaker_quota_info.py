@@ -52,18 +52,9 @@ notes:
   - Needs C(servicequotas:ListAWSDefaultServiceQuotas), C(servicequotas:GetServiceQuota) and
     C(servicequotas:GetAWSDefaultServiceQuota).
   - Instances of jobs and endpoints already running count against the same quotas; they are not subtracted here.
-attributes:
-  check_mode:
-    support: full
-    details: Runs the same reads.
-  diff_mode:
-    support: none
-    details: Reads only; there is never a change to show.
-  platform:
-    platforms: aws
-    details: Runs on the controller and acts through the AWS APIs (or the endpoint O(endpoint_url) names).
 extends_documentation_fragment:
   - ansible.builtin.action_common_attributes
+  - dlfleet_aws_read
   - amazon.aws.common.modules
   - amazon.aws.region.modules
   - amazon.aws.boto3
