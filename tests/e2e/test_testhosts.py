@@ -3,8 +3,10 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -112,6 +114,49 @@ def test_cli_inventory_drives_ansible(fleet):
     listed = json.loads(subprocess.run([sys.executable, str(TOOL), "--state-dir", str(STATE), "list"],
                                        capture_output=True, text=True, check=True).stdout)
     assert sorted(h["name"] for h in listed) == ["legacy", "plain", "venv"]
+
+
+def test_restart_after_a_crash_spares_a_namespace_that_reuses_its_numbers(tmp_path):
+    """A crashed host's namespaces are gone and the kernel hands their inode numbers to new namespaces, such as
+    another fleet's host started meanwhile (tests run in parallel). Starting the crashed host again, and looking
+    for leftovers, must leave that other process alone: before, it was killed as the crashed host's."""
+    hosts = LocalHosts(ROOT / ".run" / "testhosts" / "pytest-recycled", "127.0.21")
+    hosts.destroy()
+    bystander = subprocess.Popen(
+        ["unshare", "--mount", "--pid", "--fork", "--kill-child", "--", sys.executable, "-c",
+         "import time; time.sleep(300)", "_init", str(tmp_path / "other-fleet" / "boot.json")],
+        start_new_session=True)
+    try:
+        assert hosts.create([HostSpec("crashed", "bare")])[0]["created"]
+        state_path = hosts.host_dir("crashed") / "host.json"
+        os.kill(json.loads(state_path.read_text())["init_pid"], signal.SIGKILL)
+        for _ in range(100):
+            if not hosts.running("crashed"):
+                break
+            time.sleep(0.05)
+        inner = next(iter(_wait_for_child(bystander.pid)))
+        reused = [os.readlink(f"/proc/{inner}/ns/{ns}") for ns in ("mnt", "pid")]
+        state = json.loads(state_path.read_text())
+        state_path.write_text(json.dumps({**state, "namespaces": reused}))   # as if the kernel reused them
+        assert hosts.create([HostSpec("crashed", "bare")])[0]["created"]
+        assert bystander.poll() is None and Path(f"/proc/{inner}").exists()
+        assert hosts.ssh("crashed", "hostname").stdout.strip() == "crashed"
+        assert hosts.leftovers(reused)["namespaces"] == []
+    finally:
+        hosts.destroy()
+        alive = bystander.poll() is None
+        bystander.kill()
+        bystander.wait(timeout=30)
+    assert alive, "the other fleet's process was killed"
+
+
+def _wait_for_child(pid: int) -> list[int]:
+    for _ in range(200):
+        kids = Path(f"/proc/{pid}/task/{pid}/children").read_text().split()
+        if kids:
+            return [int(k) for k in kids]
+        time.sleep(0.05)
+    raise AssertionError(f"unshare {pid} started no child")
 
 
 def test_bad_specs_are_refused_and_create_nothing():

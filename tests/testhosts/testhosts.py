@@ -167,6 +167,30 @@ def _ns_inode(pid: int, ns: str) -> str | None:
         return None
 
 
+def _starttime(pid: int) -> int | None:
+    """When `pid` started (clock ticks since boot): with the pid, a process's identity (pids are reused)."""
+    try:
+        return int(Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[19])
+    except (OSError, IndexError, ValueError):
+        return None
+
+
+def _host_init_boot(pid: int) -> str | None:
+    """The boot.json of the test host whose init `pid` is or descends from; None for a process of no test host.
+    Every process of a host's PID namespace descends from its init (the namespace's reaper)."""
+    seen = set()
+    while pid > 1 and pid not in seen:
+        seen.add(pid)
+        argv = _cmdline(pid).split()
+        if "_init" in argv and argv.index("_init") + 1 < len(argv) and argv[-1].endswith("boot.json"):
+            return argv[-1]
+        try:
+            pid = int(Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[1])
+        except (OSError, IndexError, ValueError):
+            return None
+    return None
+
+
 def _children(pid: int) -> list[int]:
     try:
         return [int(p) for p in Path(f"/proc/{pid}/task/{pid}/children").read_text().split()]
@@ -538,10 +562,11 @@ class LocalHosts:
             pid = int(proc.name)
             if marker in _cmdline(pid):
                 found["processes"].append(f"{pid} {_cmdline(pid)}")
-            for ns in ("mnt", "pid", "uts", "ipc", "net"):
-                inode = _ns_inode(pid, ns)
-                if inode and inode in namespaces:
-                    found["namespaces"].append(f"{inode} held by {pid}")
+            held = [i for i in (_ns_inode(pid, ns) for ns in ("mnt", "pid", "uts", "ipc", "net")) if i in namespaces]
+            boot = _host_init_boot(pid) if held else None
+            if boot and not boot.startswith(marker + "/"):
+                continue   # another state dir's host, in a namespace whose number was freed and handed out again
+            found["namespaces"] += [f"{inode} held by {pid}" for inode in held]
         mountinfo = Path("/proc/self/mountinfo").read_text()
         found["mounts"] = [line for line in mountinfo.splitlines() if marker in line or
                            any(ns.split("[")[-1].rstrip("]") in line for ns in namespaces if "[" in ns)]
@@ -682,7 +707,14 @@ class LocalHosts:
         state = self._state(name)
         pid, init_pid = state.get("pid"), state.get("init_pid")
         marker = str(self.host_dir(name))
+        # The processes of the host's namespaces, found while its init still holds them: a namespace's inode
+        # number is handed to a new namespace once the old one is gone, and after a crash (init killed, the
+        # kernel ends the rest) the numbers in host.json may already name another host's namespaces.
+        members: list[tuple[int, int | None]] = []
+        namespaces = set(state.get("namespaces", []))
         if init_pid and _pid_alive(init_pid) and marker in _cmdline(init_pid):
+            members = [(int(p.name), _starttime(int(p.name))) for p in Path("/proc").iterdir()
+                       if p.name.isdigit() and any(_ns_inode(int(p.name), ns) in namespaces for ns in ("mnt", "pid"))]
             os.kill(init_pid, signal.SIGTERM)
             _wait_gone(init_pid, 5)
             if _pid_alive(init_pid):
@@ -695,16 +727,12 @@ class LocalHosts:
         with contextlib.suppress(ChildProcessError, OSError):
             if pid:
                 os.waitpid(pid, os.WNOHANG)
-        namespaces = set(state.get("namespaces", []))
         deadline = time.monotonic() + 10
-        while namespaces and time.monotonic() < deadline:
-            holders = [p for p in Path("/proc").iterdir() if p.name.isdigit() and any(
-                _ns_inode(int(p.name), ns) in namespaces for ns in ("mnt", "pid"))]
-            if not holders:
-                break
-            for p in holders:
+        while members and time.monotonic() < deadline:
+            members = [(p, t) for p, t in members if _pid_alive(p) and _starttime(p) == t]
+            for p, _ in members:
                 with contextlib.suppress(OSError):
-                    os.kill(int(p.name), signal.SIGKILL)
+                    os.kill(p, signal.SIGKILL)
             time.sleep(0.1)
 
     def _destroy_one(self, name: str) -> None:
