@@ -134,6 +134,8 @@ def test_restart_after_a_crash_spares_a_namespace_that_reuses_its_numbers(tmp_pa
             if not hosts.running("crashed"):
                 break
             time.sleep(0.05)
+        else:
+            pytest.fail("the crashed host's init is still there")
         inner = next(iter(_wait_for_child(bystander.pid)))
         reused = [os.readlink(f"/proc/{inner}/ns/{ns}") for ns in ("mnt", "pid")]
         state = json.loads(state_path.read_text())
@@ -143,10 +145,12 @@ def test_restart_after_a_crash_spares_a_namespace_that_reuses_its_numbers(tmp_pa
         assert hosts.ssh("crashed", "hostname").stdout.strip() == "crashed"
         assert hosts.leftovers(reused)["namespaces"] == []
     finally:
-        hosts.destroy()
-        alive = bystander.poll() is None
-        bystander.kill()
-        bystander.wait(timeout=30)
+        try:
+            hosts.destroy()
+        finally:
+            alive = bystander.poll() is None
+            bystander.kill()
+            bystander.wait(timeout=30)
     assert alive, "the other fleet's process was killed"
 
 
@@ -175,7 +179,8 @@ def test_destroy_leaves_no_process_mount_loop_or_namespace(fleet):
     namespaces = fleet.namespaces()
     assert len(namespaces) == 12
     loops = [v["loop"] for h in fleet.list() for v in h["volumes"]]
-    assert fleet.leftovers(namespaces)["processes"]  # the hosts are there before
+    before = fleet.leftovers(namespaces)
+    assert before["processes"] and before["namespaces"]  # the hosts are there before, and are seen
     assert fleet.destroy() == ["legacy", "plain", "venv"]
     assert fleet.leftovers(namespaces) == {"processes": [], "mounts": [], "loops": [], "namespaces": []}
     for loop in loops:

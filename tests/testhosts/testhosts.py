@@ -147,8 +147,8 @@ def _pid_alive(pid: int | None) -> bool:
     if not pid:
         return False
     try:
-        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
-    except OSError:
+        state = Path(f"/proc/{pid}/stat").read_text(errors="replace").rsplit(")", 1)[1].split()[0]
+    except (OSError, IndexError):
         return False
     return state != "Z"
 
@@ -170,25 +170,19 @@ def _ns_inode(pid: int, ns: str) -> str | None:
 def _starttime(pid: int) -> int | None:
     """When `pid` started (clock ticks since boot): with the pid, a process's identity (pids are reused)."""
     try:
-        return int(Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[19])
+        return int(Path(f"/proc/{pid}/stat").read_text(errors="replace").rsplit(")", 1)[1].split()[19])
     except (OSError, IndexError, ValueError):
         return None
 
 
-def _host_init_boot(pid: int) -> str | None:
-    """The boot.json of the test host whose init `pid` is or descends from; None for a process of no test host.
-    Every process of a host's PID namespace descends from its init (the namespace's reaper)."""
-    seen = set()
-    while pid > 1 and pid not in seen:
-        seen.add(pid)
-        argv = _cmdline(pid).split()
-        if "_init" in argv and argv.index("_init") + 1 < len(argv) and argv[-1].endswith("boot.json"):
-            return argv[-1]
-        try:
-            pid = int(Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[1])
-        except (OSError, IndexError, ValueError):
-            return None
-    return None
+def _mounts_mention(pid: int, marker: str) -> bool:
+    """Whether `pid`'s mount table names `marker`. A host's mount namespace always names its state dir (the overlay's
+    upper and work directories, the tmpfs masking the state dir), whatever its namespace ids; another process's
+    namespace that was handed a freed id does not."""
+    try:
+        return marker in Path(f"/proc/{pid}/mountinfo").read_text(errors="replace")
+    except OSError:
+        return False
 
 
 def _children(pid: int) -> list[int]:
@@ -508,7 +502,8 @@ class LocalHosts:
     def running(self, name: str) -> bool:
         state = self._state(name)
         pid = state.get("pid")
-        return bool(_pid_alive(pid) and str(self.host_dir(name)) in _cmdline(pid) and _pid_alive(state.get("init_pid")))
+        boot = str(self.host_dir(name) / "boot.json")
+        return bool(_pid_alive(pid) and boot in _cmdline(pid) and _pid_alive(state.get("init_pid")))
 
     def inventory(self, group: str = "gpu_fleet") -> dict[str, Any]:
         """An Ansible inventory (as a dict, dump it as YAML or JSON) of the hosts, in `group`."""
@@ -563,9 +558,8 @@ class LocalHosts:
             if marker in _cmdline(pid):
                 found["processes"].append(f"{pid} {_cmdline(pid)}")
             held = [i for i in (_ns_inode(pid, ns) for ns in ("mnt", "pid", "uts", "ipc", "net")) if i in namespaces]
-            boot = _host_init_boot(pid) if held else None
-            if boot and not boot.startswith(marker + "/"):
-                continue   # another state dir's host, in a namespace whose number was freed and handed out again
+            if held and not _mounts_mention(pid, marker):
+                continue   # another process, in a namespace that was handed a freed id of ours
             found["namespaces"] += [f"{inode} held by {pid}" for inode in held]
         mountinfo = Path("/proc/self/mountinfo").read_text()
         found["mounts"] = [line for line in mountinfo.splitlines() if marker in line or
@@ -706,7 +700,7 @@ class LocalHosts:
     def _stop(self, name: str) -> None:
         state = self._state(name)
         pid, init_pid = state.get("pid"), state.get("init_pid")
-        marker = str(self.host_dir(name))
+        marker = str(self.host_dir(name) / "boot.json")   # in the init's and unshare's command lines
         # The processes of the host's namespaces, found while its init still holds them: a namespace's inode
         # number is handed to a new namespace once the old one is gone, and after a crash (init killed, the
         # kernel ends the rest) the numbers in host.json may already name another host's namespaces.
