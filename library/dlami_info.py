@@ -70,18 +70,9 @@ options:
     type: str
 notes:
   - O(ssm_parameter), O(name_pattern) and O(image_id) are mutually exclusive; each overrides O(ami_type).
-attributes:
-  check_mode:
-    support: full
-    details: Runs the same lookups.
-  diff_mode:
-    support: none
-    details: Reads only; there is never a change to show.
-  platform:
-    platforms: aws
-    details: Runs on the controller and acts through the AWS APIs (or the endpoint O(endpoint_url) names).
 extends_documentation_fragment:
   - ansible.builtin.action_common_attributes
+  - dlfleet_aws_read
   - amazon.aws.common.modules
   - amazon.aws.region.modules
   - amazon.aws.boto3

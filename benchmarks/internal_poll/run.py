@@ -34,34 +34,30 @@ ROOT = HERE.parents[1]
 BIN = ROOT / ".venv" / "bin"
 DEFAULT = 0.001   # ansible-core's (config/base.yml, DEFAULT_INTERNAL_POLL_INTERVAL)
 
-WAITING = """\
-- name: Waiting
+def play(name: str, tasks: str) -> str:
+    """A localhost play, run by the controller venv's own Python."""
+    return f"""- name: {name}
   hosts: localhost
   connection: local
   gather_facts: false
   vars:
-    ansible_python_interpreter: "{{ ansible_playbook_python }}"
+    ansible_python_interpreter: "{{{{ ansible_playbook_python }}}}"
   tasks:
-""" + "".join(f"""    - name: Wait {i}
+{tasks}"""
+
+
+WAITING = play("Waiting", "".join(f"""    - name: Wait {i}
       ansible.builtin.command: sleep 5
       changed_when: false
-""" for i in range(3))
+""" for i in range(3)))
 
-QUICK = """\
-- name: Quick tasks
-  hosts: localhost
-  connection: local
-  gather_facts: false
-  vars:
-    ansible_python_interpreter: "{{ ansible_playbook_python }}"
-  tasks:
-""" + "".join(f"""    - name: Command {i}
+QUICK = play("Quick tasks", "".join(f"""    - name: Command {i}
       ansible.builtin.command: "true"
       changed_when: false
     - name: Fact {i}
       ansible.builtin.set_fact:
         fact_{i}: {i}
-""" for i in range(30))
+""" for i in range(30)))
 
 
 def project_interval() -> float:
