@@ -30,7 +30,7 @@ $(VENV)/.bootstrap: requirements/bootstrap.txt
 # the wheel of the `ansible` release that bundles them, since only PyPI may be reachable: COLLECTIONS_SOURCE=galaxy
 # for ansible-galaxy), not the whole `ansible` package (benchmarks/collections_install).
 COLLECTIONS_SOURCE ?= pypi
-$(VENV)/.installed: requirements/controller.txt requirements.yml $(VENV)/.bootstrap $(VENV)/.ansiballz-bytecode
+$(VENV)/.installed: requirements/controller.txt requirements.yml $(VENV)/.bootstrap $(VENV)/.ansiballz-caches
 	$(UV) pip install $(UV_FLAGS) --python $(BIN)/python -r requirements/controller.txt
 	$(UV) pip uninstall -q --python $(BIN)/python ansible 2>/dev/null || true   # a venv made before requirements.yml
 	$(BIN)/python scripts/install-collections --python $(BIN)/python --source $(COLLECTIONS_SOURCE)
@@ -38,13 +38,17 @@ $(VENV)/.installed: requirements/controller.txt requirements.yml $(VENV)/.bootst
 	  "$$($(BIN)/python -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])')/ansible_collections"
 	touch $@
 
-# The controller venv keeps the bytecode of Ansible's module payloads between runs (scripts/ansiballz_bytecode.py:
-# zipimport compiles a payload's module_utils from source at every module run, a third of a localhost task's CPU).
-$(VENV)/.ansiballz-bytecode: scripts/ansiballz_bytecode.py $(VENV)/.bootstrap
+# The controller venv keeps two caches for Ansible's module payloads between runs, each a module imported by a .pth
+# file: scripts/ansiballz_bytecode.py (zipimport compiles a payload's module_utils from source at every module run, a
+# third of a localhost task's CPU) and scripts/ansiballz_deps.py (every playbook run parses each module_utils file a
+# module reaches to find its imports, three quarters of its task workers' CPU).
+ANSIBALLZ_CACHES := ansiballz_bytecode ansiballz_deps
+$(VENV)/.ansiballz-caches: $(ANSIBALLZ_CACHES:%=scripts/%.py) $(VENV)/.bootstrap
 	site=$$($(BIN)/python -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])') && \
-	  cp scripts/ansiballz_bytecode.py "$$site/dlfleet_ansiballz_bytecode.py" && \
-	  $(BIN)/python -m compileall -q "$$site/dlfleet_ansiballz_bytecode.py" && \
-	  echo "import dlfleet_ansiballz_bytecode" > "$$site/dlfleet_ansiballz_bytecode.pth"
+	  for m in $(ANSIBALLZ_CACHES); do \
+	    cp scripts/$$m.py "$$site/dlfleet_$$m.py" && \
+	    $(BIN)/python -m compileall -q "$$site/dlfleet_$$m.py" && \
+	    echo "import dlfleet_$$m" > "$$site/dlfleet_$$m.pth" || exit 1; done
 	touch $@
 
 # The training venv also runs the local SageMaker runtime (`python -m sagemaker_local`, the modules' local_python):
