@@ -148,6 +148,28 @@ def eventually_consistent(*codes: str):
                                      catch_extra_error_codes=[*TRANSIENT_CODES, *codes])
 
 
+# The prefix under which botocore's endpoint data lists a service's regions (its model's metadata.endpointPrefix), for
+# the services whose regions are checked: reading it from the model loads the whole model (EC2's takes 0.1 s) once
+# more in every module run, before the client loads it again. tests/unit/test_inputs.py compares it with the models.
+ENDPOINT_PREFIXES = {"ec2": "ec2", "sagemaker": "api.sagemaker", "service-quotas": "servicequotas", "ssm": "ssm",
+                     "s3": "s3", "pricing": "api.pricing"}
+
+
+def known_regions(service: str = "ec2") -> list[str]:
+    """Every region botocore's endpoint data lists for `service`, in every partition, sorted."""
+    import botocore.regions
+    import botocore.session
+
+    session = botocore.session.get_session()
+    prefix = ENDPOINT_PREFIXES.get(service)
+    if prefix is None:
+        return sorted({r for partition in session.get_available_partitions()
+                       for r in session.get_available_regions(service, partition)})
+    resolver = botocore.regions.EndpointResolver(session.get_data("endpoints"))
+    return sorted({r for partition in resolver.get_available_partitions()
+                   for r in resolver.get_available_endpoints(prefix, partition)})
+
+
 def unknown_region(region: str | None, service: str = "ec2") -> str | None:
     """A message naming the fix when `region` is no region botocore knows for `service` (in any partition); else
     None. Checked before the first call: a misspelt region otherwise shows only as a connection error (AWS has
@@ -155,11 +177,8 @@ def unknown_region(region: str | None, service: str = "ec2") -> str | None:
     if not region:
         return None
     import botocore
-    import botocore.session
 
-    session = botocore.session.get_session()
-    known = sorted({r for partition in session.get_available_partitions()
-                    for r in session.get_available_regions(service, partition)})
+    known = known_regions(service)
     if not known or region in known:
         return None
     close = difflib.get_close_matches(region, known, n=3)

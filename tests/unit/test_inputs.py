@@ -1,9 +1,18 @@
 """The input checks every name and number meets before anything reaches AWS, a path or a shell: fleet names
-(module_utils/dlfleet_aws.py) and the playbooks' strict numbers and SSH CIDRs (playbooks/filter_plugins)."""
+(module_utils/dlfleet_aws.py), the modules' region check against botocore's endpoint data, and the playbooks'
+strict numbers and SSH CIDRs (playbooks/filter_plugins)."""
 from __future__ import annotations
 
+import botocore.session
 import pytest
-from ansible.module_utils.dlfleet_aws import check_fleet_name, fleet_filter, fleet_tags
+from ansible.module_utils.dlfleet_aws import (
+    ENDPOINT_PREFIXES,
+    check_fleet_name,
+    fleet_filter,
+    fleet_tags,
+    known_regions,
+    unknown_region,
+)
 
 from playbooks.filter_plugins.dlfleet_inputs import (
     name_problems,
@@ -111,3 +120,27 @@ def test_an_empty_region_list_is_refused_and_every_bad_member_named() -> None:
         "dlfleet_reaper_regions is an empty list: give at least one region, for example [us-east-1]"]
     problems = region_problems(["us-east-1", "eu-*", "../x"], "dlfleet_reaper_regions")
     assert [p.split(" is ")[0] for p in problems] == ["dlfleet_reaper_regions='eu-*'", "dlfleet_reaper_regions='../x'"]
+
+
+@pytest.mark.parametrize("service", sorted(ENDPOINT_PREFIXES))
+def test_the_region_check_knows_the_regions_botocore_knows(service: str) -> None:
+    """known_regions reads the endpoint data under the service's prefix instead of loading its model: the prefix
+    is the model's, and the regions are those botocore's own get_available_regions gives, in every partition."""
+    session = botocore.session.get_session()
+    assert session.get_service_model(service).endpoint_prefix == ENDPOINT_PREFIXES[service]
+    expected = sorted({region for partition in session.get_available_partitions()
+                       for region in session.get_available_regions(service, partition)})
+    assert known_regions(service) == expected
+    assert "us-east-1" in expected
+    if service == "ec2":
+        assert "cn-north-1" in expected and "us-gov-west-1" in expected   # every partition
+
+
+def test_the_region_check_names_the_fix_for_a_region_botocore_does_not_know() -> None:
+    assert unknown_region("us-east-2") is None and unknown_region("cn-north-1") is None and unknown_region(None) is None
+    message = unknown_region("us-est-1")
+    assert "region 'us-est-1' is not an AWS region that offers ec2" in message and "did you mean" in message
+    assert "us-east-1" in message and "give one such as us-east-1" in message
+    # a service without a known prefix takes botocore's own way (the model), with the same answer
+    assert known_regions("sts") == sorted({r for p in botocore.session.get_session().get_available_partitions()
+                                           for r in botocore.session.get_session().get_available_regions("sts", p)})
