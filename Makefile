@@ -1,6 +1,11 @@
 # dlfleet: `make run` (the main job, offline) and `make test` (every test).
 SHELL := /bin/bash
-PYTHON ?= python3
+# The interpreter the venvs are made from: scripts/find-python picks a CPython 3.11 whose executable holds the
+# interpreter (a distribution's build) over one that loads a shared libpython (a source build such as pyenv's):
+# 0.84x the CPU for Ansible's runs (benchmarks/python_build). `make PYTHON=/path/to/python3.11 ...` names another.
+ifeq ($(origin PYTHON),undefined)
+PYTHON := $(shell scripts/find-python)
+endif
 VENV := .venv
 TVENV := .venv-train
 BIN := $(CURDIR)/$(VENV)/bin
