@@ -1,11 +1,17 @@
 # dlfleet: `make run` (the main job, offline) and `make test` (every test).
 SHELL := /bin/bash
-# The interpreter the venvs are made from: scripts/find-python picks a CPython 3.11 whose executable holds the
-# interpreter (a distribution's build) over one that loads a shared libpython (a source build such as pyenv's):
-# 0.84x the CPU for Ansible's runs (benchmarks/python_build). `make PYTHON=/path/to/python3.11 ...` names another.
+# The interpreters the venvs are made from (scripts/find-python): a CPython 3.11 whose executable holds the
+# interpreter (a distribution's build) before one that loads a shared libpython (a source build such as pyenv's):
+# 0.84x the CPU for Ansible's runs (benchmarks/python_build). The training venv (the trainer, and SageMaker local
+# mode, which unpack archives) also needs tarfile's data filter (3.11.4+). `make PYTHON=/path/to/python3.11 ...`
+# names one for both, TRAIN_PYTHON=... one for the training venv.
 ifeq ($(origin PYTHON),undefined)
 PYTHON := $(shell scripts/find-python)
+ifeq ($(origin TRAIN_PYTHON),undefined)
+TRAIN_PYTHON := $(shell scripts/find-python --tar-filter)
 endif
+endif
+TRAIN_PYTHON ?= $(PYTHON)
 VENV := .venv
 TVENV := .venv-train
 BIN := $(CURDIR)/$(VENV)/bin
@@ -61,7 +67,7 @@ $(VENV)/.ansiballz-caches: $(ANSIBALLZ_CACHES:%=scripts/%.py) $(VENV)/.bootstrap
 # byte-compiled (its processes run with PYTHONDONTWRITEBYTECODE, and every local call imports it).
 $(TVENV)/.installed: training/requirements.txt requirements/training-test.txt sagemaker_local/requirements.txt \
                      $(VENV)/.bootstrap
-	$(PYTHON) -m venv $(TVENV)
+	$(TRAIN_PYTHON) -m venv $(TVENV)
 	$(UV) pip install $(UV_FLAGS) --python $(TBIN)/python -r requirements/training-test.txt \
 	  -r sagemaker_local/requirements.txt
 	site=$$($(TBIN)/python -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])') && \
