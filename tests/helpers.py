@@ -1,11 +1,13 @@
 """Shared test helpers: run real ansible-playbook runs and read their results as JSON."""
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import subprocess
 import sys
 import tempfile
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -17,6 +19,32 @@ from scripts.emulator.cli import read_env  # noqa: F401 - the emulator's env fil
 
 ROOT = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
+
+
+def _is_collection_module(name: str) -> bool:
+    return name == "ansible_collections" or name.startswith("ansible_collections.")
+
+
+@contextlib.contextmanager
+def collection_loader() -> Iterator[None]:
+    """Ansible's collection loader installed in this process for a while, as ansible-doc and ansible-playbook have
+    it: the modules other tests imported from ansible_collections (without the loader's metadata) are set aside and
+    put back afterwards, and so are the import hooks."""
+    from ansible.plugins.loader import init_plugin_loader
+    from ansible.utils.collection_loader._collection_finder import _AnsibleCollectionFinder
+
+    saved = {name: sys.modules.pop(name) for name in list(sys.modules) if _is_collection_module(name)}
+    meta_path, path_hooks = list(sys.meta_path), list(sys.path_hooks)
+    try:
+        init_plugin_loader([])
+        yield
+    finally:
+        _AnsibleCollectionFinder._remove()
+        sys.meta_path[:], sys.path_hooks[:] = meta_path, path_hooks
+        for name in [name for name in sys.modules if _is_collection_module(name)]:
+            del sys.modules[name]
+        sys.modules.update(saved)
+        sys.path_importer_cache.clear()
 
 
 @dataclass

@@ -12,14 +12,15 @@ import io
 import stat
 import sys
 import zipfile
+from collections.abc import Iterator
 from pathlib import Path
 from types import ModuleType
 
 import pytest
 from ansible.errors import AnsibleError
 from ansible.executor import module_common
-from ansible.plugins.loader import init_plugin_loader, module_loader, module_utils_loader
-from helpers import ROOT
+from ansible.plugins.loader import module_loader, module_utils_loader
+from helpers import ROOT, collection_loader
 
 SOURCE = ROOT / "scripts" / "ansiballz_deps.py"
 DATE = datetime.datetime(2026, 1, 1)
@@ -63,11 +64,12 @@ def deps(core: list[str], tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Mo
     return module
 
 
-@pytest.fixture(scope="module")
-def loaders() -> None:
+@pytest.fixture
+def loaders() -> Iterator[None]:
     """Ansible's plugin loaders as a playbook run in the project has them: collections, the project's module_utils."""
-    init_plugin_loader()
-    module_utils_loader.add_directory(str(ROOT / "module_utils"))
+    with collection_loader():
+        module_utils_loader.add_directory(str(ROOT / "module_utils"))
+        yield
 
 
 def payload(path: Path, module_fqn: str) -> dict[str, bytes]:

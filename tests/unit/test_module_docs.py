@@ -16,10 +16,9 @@ from typing import Any
 
 import pytest
 import yaml
-from ansible.plugins.loader import fragment_loader, init_plugin_loader
-from ansible.utils.collection_loader._collection_finder import _AnsibleCollectionFinder
+from ansible.plugins.loader import fragment_loader
 from ansible.utils.plugin_docs import get_docstring
-from helpers import ROOT
+from helpers import ROOT, collection_loader
 
 MODULES = sorted([*ROOT.glob("library/*.py"), *ROOT.glob("roles/*/library/*.py")])
 # Keys a RETURN entry may carry (ansible-test's validate-modules schema for return values).
@@ -31,21 +30,14 @@ class _Captured(Exception):
     """Raised by the stand-in module class once it has the module's keyword arguments."""
 
 
-def _is_collection_module(name: str) -> bool:
-    return name == "ansible_collections" or name.startswith("ansible_collections.")
-
-
 @pytest.fixture(scope="module")
 def docs() -> dict[Path, Any]:
     """(doc, examples, returns) of every module, or the error that loading it raised, read as ansible-doc reads them:
     through the collection loader (amazon.aws's fragments) and doc_fragments/ (ansible.cfg's doc_fragment_plugins).
     The collection loader is installed for this only: the modules other tests import from ansible_collections stay
     as they were, and so do the import hooks."""
-    saved = {name: sys.modules.pop(name) for name in list(sys.modules) if _is_collection_module(name)}
-    meta_path, path_hooks = list(sys.meta_path), list(sys.path_hooks)
     loaded: dict[Path, Any] = {}
-    try:
-        init_plugin_loader([])
+    with collection_loader():
         fragment_loader.add_directory(str(ROOT / "doc_fragments"))
         for path in MODULES:
             try:
@@ -53,13 +45,6 @@ def docs() -> dict[Path, Any]:
                 loaded[path] = (doc, examples, returns)
             except Exception as err:  # reported by the test of that module
                 loaded[path] = err
-    finally:
-        _AnsibleCollectionFinder._remove()
-        sys.meta_path[:], sys.path_hooks[:] = meta_path, path_hooks
-        for name in [name for name in sys.modules if _is_collection_module(name)]:
-            del sys.modules[name]
-        sys.modules.update(saved)
-        sys.path_importer_cache.clear()
     return loaded
 
 
