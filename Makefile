@@ -49,11 +49,12 @@ $(VENV)/.installed: requirements/controller.txt requirements.yml $(VENV)/.bootst
 	  "$$($(BIN)/python -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])')/ansible_collections"
 	touch $@
 
-# The controller venv keeps two caches for Ansible's module payloads between runs, each a module imported by a .pth
-# file: scripts/ansiballz_bytecode.py (zipimport compiles a payload's module_utils from source at every module run, a
-# third of a localhost task's CPU) and scripts/ansiballz_deps.py (every playbook run parses each module_utils file a
-# module reaches to find its imports, three quarters of its task workers' CPU).
-ANSIBALLZ_CACHES := ansiballz_bytecode ansiballz_deps
+# The controller venv keeps three caches between runs, each a module imported by a .pth file:
+# scripts/ansiballz_bytecode.py (zipimport compiles a payload's module_utils from source at every module run, a
+# third of a localhost task's CPU), scripts/ansiballz_deps.py (every playbook run parses each module_utils file a
+# module reaches to find its imports, three quarters of its task workers' CPU) and scripts/botocore_data_cache.py
+# (every boto3 session parses botocore's endpoint data and each service's model again).
+ANSIBALLZ_CACHES := ansiballz_bytecode ansiballz_deps botocore_data_cache
 $(VENV)/.ansiballz-caches: $(ANSIBALLZ_CACHES:%=scripts/%.py) $(VENV)/.bootstrap
 	site=$$($(BIN)/python -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])') && \
 	  for m in $(ANSIBALLZ_CACHES); do \
