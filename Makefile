@@ -53,14 +53,16 @@ $(VENV)/.installed: requirements/controller.txt requirements.yml $(VENV)/.bootst
 # scripts/ansiballz_bytecode.py (zipimport compiles a payload's module_utils from source at every module run, a
 # third of a localhost task's CPU), scripts/ansiballz_deps.py (every playbook run parses each module_utils file a
 # module reaches to find its imports, three quarters of its task workers' CPU) and scripts/botocore_data_cache.py
-# (every boto3 session parses botocore's endpoint data and each service's model again).
+# (every boto3 session parses botocore's endpoint data and each service's model again); what they share is
+# scripts/dlfleet_venv_cache.py.
 ANSIBALLZ_CACHES := ansiballz_bytecode ansiballz_deps botocore_data_cache
-$(VENV)/.ansiballz-caches: $(ANSIBALLZ_CACHES:%=scripts/%.py) $(VENV)/.bootstrap
+$(VENV)/.ansiballz-caches: $(ANSIBALLZ_CACHES:%=scripts/%.py) scripts/dlfleet_venv_cache.py $(VENV)/.bootstrap
 	site=$$($(BIN)/python -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])') && \
+	  cp scripts/dlfleet_venv_cache.py "$$site/" && \
 	  for m in $(ANSIBALLZ_CACHES); do \
 	    cp scripts/$$m.py "$$site/dlfleet_$$m.py" && \
-	    $(BIN)/python -m compileall -q "$$site/dlfleet_$$m.py" && \
-	    echo "import dlfleet_$$m" > "$$site/dlfleet_$$m.pth" || exit 1; done
+	    echo "import dlfleet_$$m" > "$$site/dlfleet_$$m.pth" || exit 1; done && \
+	  $(BIN)/python -m compileall -q "$$site"/dlfleet_*.py
 	touch $@
 
 # The training venv also runs the local SageMaker runtime (`python -m sagemaker_local`, the modules' local_python):

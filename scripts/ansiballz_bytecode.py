@@ -13,9 +13,8 @@ it on the next run instead of compiling. Loaded code gets the payload's own file
 as a `.pyc` loaded next to its source does. What runs is what the source compiles to, byte for byte; payloads
 on remote hosts (their own Python) are untouched.
 
-The cache is `<venv>/var/cache/ansiballz-bytecode` (0700; entries 0600, written whole under a temporary name
-and renamed into place, so concurrent runs never read half an entry). It holds at most MAX_ENTRIES entries:
-past that, the older half (by modification time) is removed. A missing, unreadable or corrupt entry is
+The cache is `<venv>/var/cache/ansiballz-bytecode`, a folder of dlfleet_venv_cache's (private, entries written
+whole, at most MAX_ENTRIES of them). A missing, unreadable or corrupt entry is
 compiled again. DLFLEET_ANSIBALLZ_CACHE=0 turns it off. benchmarks/ansiballz_bytecode measures it.
 """
 from __future__ import annotations
@@ -24,6 +23,8 @@ import marshal
 import os
 import sys
 import zipimport
+
+from dlfleet_venv_cache import read_entry, write_entry
 
 try:
     import _imp
@@ -49,11 +50,13 @@ def _key(source: bytes) -> str:
     return digest.hexdigest()
 
 
-def _load(path: str, pathname: str):
+def _load(key: str, pathname: str):
+    data = read_entry(CACHE_DIR, key)
+    if data is None:
+        return None
     try:
-        with open(path, "rb") as f:
-            code = marshal.loads(f.read())
-    except (OSError, EOFError, ValueError, TypeError):
+        code = marshal.loads(data)
+    except (EOFError, ValueError, TypeError):
         return None
     if type(code).__name__ != "code":
         return None
@@ -61,44 +64,15 @@ def _load(path: str, pathname: str):
     return code
 
 
-def _store(path: str, code) -> None:
-    try:
-        os.makedirs(CACHE_DIR, mode=0o700, exist_ok=True)
-        tmp = f"{path}.{os.getpid()}.tmp"
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-        with os.fdopen(fd, "wb") as f:
-            f.write(marshal.dumps(code))
-        os.replace(tmp, path)
-        _prune()
-    except OSError:
-        pass
-
-
-def _prune() -> None:
-    entries = []
-    with os.scandir(CACHE_DIR) as it:
-        for entry in it:
-            if entry.is_file() and not entry.name.endswith(".tmp"):
-                entries.append((entry.stat().st_mtime, entry.path))
-    if len(entries) <= MAX_ENTRIES:
-        return
-    entries.sort()
-    for _, path in entries[: len(entries) // 2]:
-        try:  # noqa: SIM105 - contextlib is one more import for every process of the venv
-            os.unlink(path)
-        except OSError:
-            pass
-
-
 def compile_source(pathname: str, source: bytes):
     """zipimport's `_compile_source`, with the cache in front for the payload's packages."""
     if not any(part in pathname for part in _CACHED):
         return _compile_source(pathname, source)
-    path = os.path.join(CACHE_DIR, _key(source))
-    code = _load(path, pathname)
+    key = _key(source)
+    code = _load(key, pathname)
     if code is None:
         code = _compile_source(pathname, source)
-        _store(path, code)
+        write_entry(CACHE_DIR, key, marshal.dumps(code), MAX_ENTRIES)
     return code
 
 

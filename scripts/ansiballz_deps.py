@@ -16,15 +16,17 @@ metadata), which then parses it as before. Everything else, where each name is f
 payload, is ansible-core's own code: a payload is the same, byte for byte, with and without the cache
 (tests/unit/test_ansiballz_deps.py).
 
-The cache is `<venv>/var/cache/ansiballz-deps` (0700; entries 0600, written whole under a temporary name and
-renamed into place). It holds at most MAX_ENTRIES entries: past that, the older half (by modification time) is
-removed. A missing, unreadable or corrupt entry means the source is parsed again. DLFLEET_ANSIBALLZ_DEPS=0 turns it
-off; DLFLEET_ANSIBALLZ_CACHE=0 turns it off with the payload bytecode cache (scripts/ansiballz_bytecode.py).
+The cache is `<venv>/var/cache/ansiballz-deps`, a folder of dlfleet_venv_cache's (private, entries written whole,
+at most MAX_ENTRIES of them). A missing, unreadable or corrupt entry means the source is parsed again.
+DLFLEET_ANSIBALLZ_DEPS=0 turns it off; DLFLEET_ANSIBALLZ_CACHE=0 turns it off with the payload bytecode cache
+(scripts/ansiballz_bytecode.py).
 """
 from __future__ import annotations
 
 import os
 import sys
+
+from dlfleet_venv_cache import patch_on_import, read_entry, write_entry
 
 MAX_ENTRIES = 4096
 CACHE_DIR = os.path.join(sys.prefix, "var", "cache", "ansiballz-deps")
@@ -44,10 +46,10 @@ def _key(source) -> str:
 def _read(key: str) -> dict | None:
     import json
 
+    data = read_entry(CACHE_DIR, key)
     try:
-        with open(os.path.join(CACHE_DIR, key), encoding="utf-8") as f:
-            entry = json.load(f)
-    except (OSError, ValueError):
+        entry = json.loads(data) if data is not None else None
+    except ValueError:
         return None
     return entry if isinstance(entry, dict) else None
 
@@ -55,33 +57,7 @@ def _read(key: str) -> dict | None:
 def _write(key: str, entry: dict) -> None:
     import json
 
-    path = os.path.join(CACHE_DIR, key)
-    try:
-        os.makedirs(CACHE_DIR, mode=0o700, exist_ok=True)
-        tmp = f"{path}.{os.getpid()}.tmp"
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            json.dump(entry, f, sort_keys=True)
-        os.replace(tmp, path)
-        _prune()
-    except OSError:
-        pass
-
-
-def _prune() -> None:
-    entries = []
-    with os.scandir(CACHE_DIR) as it:
-        for entry in it:
-            if entry.is_file() and not entry.name.endswith(".tmp"):
-                entries.append((entry.stat().st_mtime, entry.path))
-    if len(entries) <= MAX_ENTRIES:
-        return
-    entries.sort()
-    for _, path in entries[: len(entries) // 2]:
-        try:  # noqa: SIM105 - contextlib is one more import for every process of the venv
-            os.unlink(path)
-        except OSError:
-            pass
+    write_entry(CACHE_DIR, key, json.dumps(entry, sort_keys=True).encode(), MAX_ENTRIES)
 
 
 def _slot(module_fqn, is_pkg_init) -> str:
@@ -162,50 +138,11 @@ def patch(module_common) -> bool:
     return True
 
 
-class _PatchingLoader:
-    """The module's own loader; the module is patched once it has run."""
-
-    def __init__(self, loader) -> None:
-        self._loader = loader
-
-    def __getattr__(self, attr):
-        return getattr(self._loader, attr)
-
-    def create_module(self, spec):
-        return self._loader.create_module(spec)
-
-    def exec_module(self, module) -> None:
-        self._loader.exec_module(module)
-        patch(module)
-
-
-class _PatchOnImport:
-    """A meta path finder that lets ansible-core's module_common load as usual, then patches it (once)."""
-
-    def find_spec(self, name, path=None, target=None):
-        if name != TARGET:
-            return None
-        for finder in sys.meta_path:
-            if finder is self or not hasattr(finder, "find_spec"):
-                continue
-            spec = finder.find_spec(name, path, target)
-            if spec is not None and spec.loader is not None and hasattr(spec.loader, "exec_module"):
-                spec.loader = _PatchingLoader(spec.loader)
-                return spec
-            if spec is not None:
-                return spec
-        return None
-
-
 def install() -> bool:
     """Patch module_common when it is imported (or now, where it already is); False where the cache is off."""
     if "0" in (os.environ.get("DLFLEET_ANSIBALLZ_CACHE", "1"), os.environ.get("DLFLEET_ANSIBALLZ_DEPS", "1")):
         return False
-    if TARGET in sys.modules:
-        return patch(sys.modules[TARGET])
-    if not any(isinstance(finder, _PatchOnImport) for finder in sys.meta_path):
-        sys.meta_path.insert(0, _PatchOnImport())
-    return True
+    return patch_on_import(TARGET, patch)
 
 
 install()

@@ -19,21 +19,15 @@ from __future__ import annotations
 import argparse
 import datetime as dt
 import json
-import os
-import platform
-import resource
-import statistics
 import subprocess
 import sys
 import tempfile
-import time
 import uuid
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
-ROOT = HERE.parents[1]
-sys.path.insert(0, str(ROOT))
-from scripts.emulator.cli import read_env  # noqa: E402 - the emulator's env file, read where it is written
+sys.path.insert(0, str(HERE.parent))
+from side_by_side import alternate, emulator, machine, measure, medians, table  # noqa: E402
 
 DESCRIBE = ("import os, platform, sys\n"
             "maps = open('/proc/self/maps').read() if os.path.exists('/proc/self/maps') else ''\n"
@@ -46,21 +40,13 @@ def describe(venv: Path) -> str:
     return out.stdout.strip()
 
 
-def run_once(venv: Path, work: Path, env: dict[str, str]) -> tuple[float, float]:
+def provision(venv: Path, work: Path, env: dict[str, str]):
     name = f"bench-{uuid.uuid4().hex[:8]}"
     extra = {"dlfleet_fleet_name": name, "dlfleet_owner": "bench", "dlfleet_ttl": "1h",
              "dlfleet_run_dir": str(work / "run"), "dlfleet_artifacts_dir": str(work / "artifacts" / name)}
     bin_dir = venv / "bin"
-    before = resource.getrusage(resource.RUSAGE_CHILDREN)
-    start = time.monotonic()
-    proc = subprocess.run([str(bin_dir / "ansible-playbook"), "playbooks/provision.yml", "-e", json.dumps(extra)],
-                          cwd=ROOT, capture_output=True, text=True,
-                          env={**env, "PATH": f"{bin_dir}{os.pathsep}{env['PATH']}"})
-    wall = time.monotonic() - start
-    after = resource.getrusage(resource.RUSAGE_CHILDREN)
-    if proc.returncode != 0:
-        sys.exit(f"provision.yml failed from {venv}:\n{proc.stdout[-3000:]}{proc.stderr[-2000:]}")
-    return (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime), wall
+    return measure([str(bin_dir / "ansible-playbook"), "playbooks/provision.yml", "-e", json.dumps(extra)],
+                   {**env, "PATH": f"{bin_dir}:{env['PATH']}"}, f"provision.yml from {venv}")
 
 
 def main() -> int:
@@ -73,27 +59,11 @@ def main() -> int:
     venvs = {"A": args.venv_a.resolve(), "B": args.venv_b.resolve()}
     about = {side: describe(venv) for side, venv in venvs.items()}
 
-    with tempfile.TemporaryDirectory(prefix="bench-python-build-") as tmp:
-        work = Path(tmp)
-        state = work / "emulator"
-        base = {k: v for k, v in os.environ.items() if not k.startswith(("ANSIBLE_", "AWS_", "DLFLEET_"))}
-        subprocess.run([str(ROOT / "scripts" / "aws-emulator"), "start", "--state-dir", str(state), "--no-persist"],
-                       check=True, env=base, capture_output=True)
-        try:
-            env = {**base, **read_env(state / "env"), "ANSIBLE_NOCOLOR": "1"}
-            for venv in venvs.values():
-                run_once(venv, work, env)   # warm-up: fills the venv's payload caches
-            runs: dict[str, list[tuple[float, float]]] = {"A": [], "B": []}
-            for i in range(args.rounds):
-                for side, venv in venvs.items():
-                    cpu, wall = run_once(venv, work, env)
-                    runs[side].append((cpu, wall))
-                    print(f"round {i + 1} {side}: {cpu:.2f} CPU-s, {wall:.2f} s", flush=True)
-        finally:
-            subprocess.run([str(ROOT / "scripts" / "aws-emulator"), "stop", "--state-dir", str(state)], env=base,
-                           capture_output=True)
+    with tempfile.TemporaryDirectory(prefix="bench-python-build-") as tmp, emulator(Path(tmp)) as env:
+        runs = alternate({side: (lambda venv=venv: provision(venv, Path(tmp), env)) for side, venv in venvs.items()},
+                         args.rounds)
 
-    med = {s: (statistics.median(r[0] for r in runs[s]), statistics.median(r[1] for r in runs[s])) for s in runs}
+    a, b = medians(runs["A"]), medians(runs["B"])
     lines = [
         "# The same Ansible work from venvs of two CPython builds",
         "",
@@ -105,17 +75,12 @@ def main() -> int:
         f"- A: `{args.venv_a}`: {about['A']}",
         f"- B: `{args.venv_b}`: {about['B']}",
         "",
-        "| round | A: CPU-s | wall s | B: CPU-s | wall s |",
-        "|---|---|---|---|---|",
-        *[f"| {i + 1} | {a[0]:.2f} | {a[1]:.2f} | {b[0]:.2f} | {b[1]:.2f} |"
-          for i, (a, b) in enumerate(zip(runs["A"], runs["B"], strict=True))],
-        f"| median | {med['A'][0]:.2f} | {med['A'][1]:.2f} | {med['B'][0]:.2f} | {med['B'][1]:.2f} |",
+        *table(runs, {"A": "A", "B": "B"}),
         "",
-        f"- CPU, B / A: **{med['B'][0] / med['A'][0]:.2f}**.",
-        f"- Wall, B / A: **{med['B'][1] / med['A'][1]:.2f}**.",
+        f"- CPU, B / A: **{b[0] / a[0]:.2f}**.",
+        f"- Wall, B / A: **{b[1] / a[1]:.2f}**.",
         "",
-        f"Machine: {os.cpu_count()} logical CPUs; {platform.system()} {platform.release()}. The box is shared: "
-        "compare the two columns of one round, not runs of other days.",
+        machine(),
         "",
     ]
     args.results.write_text("\n".join(lines))

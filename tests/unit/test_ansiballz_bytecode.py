@@ -183,3 +183,5 @@ def test_the_controller_venv_installs_it() -> None:
     assert zipimport._compile_source.__module__ == "dlfleet_ansiballz_bytecode"
     installed = Path(sys.modules["dlfleet_ansiballz_bytecode"].__file__)
     assert installed.read_bytes() == SOURCE.read_bytes(), "the venv's copy is stale: run make venv"
+    shared = Path(sys.modules["dlfleet_venv_cache"].__file__)
+    assert shared.read_bytes() == (ROOT / "scripts" / "dlfleet_venv_cache.py").read_bytes(), "stale: run make venv"

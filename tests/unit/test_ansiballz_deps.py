@@ -20,6 +20,7 @@ import pytest
 from ansible.errors import AnsibleError
 from ansible.executor import module_common
 from ansible.plugins.loader import module_loader, module_utils_loader
+from dlfleet_venv_cache import PatchOnImport, _PatchingLoader
 from helpers import ROOT, collection_loader
 
 SOURCE = ROOT / "scripts" / "ansiballz_deps.py"
@@ -223,14 +224,15 @@ def test_patched_when_module_common_is_imported_later(deps):
     (here a second copy of it, loaded through the hook, outside sys.modules)."""
     import ansible.executor
 
-    spec = deps._PatchOnImport().find_spec(deps.TARGET, ansible.executor.__path__)
-    assert isinstance(spec.loader, deps._PatchingLoader)
+    spec = PatchOnImport(deps.TARGET, deps.patch).find_spec(deps.TARGET, ansible.executor.__path__)
+    assert isinstance(spec.loader, _PatchingLoader)
     fresh = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(fresh)
     assert fresh is not module_common
     assert fresh._compile_module_ast.dlfleet_ansiballz_deps
     assert fresh.ModuleDepFinder.__init__.dlfleet_ansiballz_deps
-    assert deps._PatchOnImport().find_spec("ansible.executor.task_executor", ansible.executor.__path__) is None
+    other = "ansible.executor.task_executor"
+    assert PatchOnImport(deps.TARGET, deps.patch).find_spec(other, ansible.executor.__path__) is None
 
 
 def test_the_controller_venv_installs_it() -> None:
@@ -241,3 +243,5 @@ def test_the_controller_venv_installs_it() -> None:
     assert module_common._compile_module_ast.dlfleet_ansiballz_deps
     installed = Path(sys.modules["dlfleet_ansiballz_deps"].__file__)
     assert installed.read_bytes() == SOURCE.read_bytes(), "the venv's copy is stale: run make venv"
+    shared = Path(sys.modules["dlfleet_venv_cache"].__file__)
+    assert shared.read_bytes() == (ROOT / "scripts" / "dlfleet_venv_cache.py").read_bytes(), "stale: run make venv"

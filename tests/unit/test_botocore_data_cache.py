@@ -19,6 +19,7 @@ from types import ModuleType
 import botocore
 import botocore.loaders
 import pytest
+from dlfleet_venv_cache import PatchOnImport, _PatchingLoader
 from helpers import ROOT
 
 SOURCE = ROOT / "scripts" / "botocore_data_cache.py"
@@ -167,13 +168,13 @@ def test_switched_off_by_the_environment(parsed, monkeypatch):
 def test_patched_when_botocore_is_imported_later(cache):
     """A new interpreter imports this module at start-up, before botocore: botocore.loaders is patched as it is
     loaded (here a second copy of it, loaded through the hook, outside sys.modules)."""
-    spec = cache._PatchOnImport().find_spec(cache.TARGET, botocore.__path__)
-    assert isinstance(spec.loader, cache._PatchingLoader)
+    spec = PatchOnImport(cache.TARGET, cache.patch).find_spec(cache.TARGET, botocore.__path__)
+    assert isinstance(spec.loader, _PatchingLoader)
     fresh = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(fresh)
     assert fresh is not botocore.loaders
     assert fresh.JSONFileLoader._load_file.dlfleet_botocore_cache
-    assert cache._PatchOnImport().find_spec("botocore.session", botocore.__path__) is None
+    assert PatchOnImport(cache.TARGET, cache.patch).find_spec("botocore.session", botocore.__path__) is None
 
 
 def test_the_controller_venv_installs_it() -> None:
@@ -186,3 +187,5 @@ def test_the_controller_venv_installs_it() -> None:
     assert botocore.loaders.JSONFileLoader._load_file.dlfleet_botocore_cache
     installed = Path(sys.modules["dlfleet_botocore_data_cache"].__file__)
     assert installed.read_bytes() == SOURCE.read_bytes(), "the venv's copy is stale: run make venv"
+    shared = Path(sys.modules["dlfleet_venv_cache"].__file__)
+    assert shared.read_bytes() == (ROOT / "scripts" / "dlfleet_venv_cache.py").read_bytes(), "stale: run make venv"
