@@ -59,8 +59,13 @@ def read_json(path: str, default: Any = None) -> Any:
         return default
 
 
+_WRITES = itertools.count()
+
+
 def write_json(path: str, data: Any) -> None:
-    tmp = f"{path}.tmp-{os.getpid()}-{threading.get_ident()}"
+    # a temporary file of each write's own: a SIGTERM handler may write the same record on the same thread while an
+    # interrupted write of it is half done
+    tmp = f"{path}.tmp-{os.getpid()}-{threading.get_ident()}-{next(_WRITES)}"
     with open(tmp, "w") as fh:
         json.dump(data, fh, indent=1, sort_keys=True, default=str)
     os.replace(tmp, path)
@@ -358,7 +363,7 @@ class TrainingRun:
         self.hosts = [f"algo-{i + 1}" for i in range(count)]
         self.procs: list[subprocess.Popen] = []
         self.stop_reason: str | None = None
-        self.lock = threading.Lock()
+        self.lock = threading.RLock()
         self.metrics: dict[str, dict[str, Any]] = {}
         self.history: dict[str, list[float]] = {}
         self.checkpoint = self.request.get("CheckpointConfig") or {}
@@ -384,10 +389,20 @@ class TrainingRun:
         self.save(SecondaryStatus=status, SecondaryStatusTransitions=transitions, **changes)
 
     def on_term(self, _signum, _frame) -> None:
+        # The handler runs on the main thread, possibly while it holds self.lock in save(): it only marks the stop and
+        # leaves the record and the processes to a thread of their own, which waits for the lock (taking it here
+        # deadlocked a job stopped at that moment: it never ended, and nor did the tuning job waiting for it).
         if self.stop_reason is None:
             self.stop_reason = "Stopped"
+            threading.Thread(target=self.stopping, daemon=True).start()
+
+    def stopping(self) -> None:
+        """Stopping in the record (unless the job has already ended), then the job's processes stopped."""
+        with self.lock:
+            if self.record.get("TrainingJobStatus") in ("Completed", "Failed", "Stopped"):
+                return
             self.secondary("Stopping", "Stopping the training job", TrainingJobStatus="Stopping")
-            self.kill_all()
+        self.kill_all()
 
     def kill_all(self) -> None:
         for proc in list(self.procs):

@@ -8,6 +8,8 @@ import inspect
 import io
 import json
 import re
+import threading
+import time
 from pathlib import Path
 
 from ansible.module_utils import dlfleet_sagemaker_backend as sm_backend
@@ -102,3 +104,47 @@ def test_no_module_asks_which_backend_it_has_and_no_runtime_is_left_in_the_modul
         assert not re.search(r"backend\.mode\b|\bmode\s*=\s*\"(aws|local)\"", text), path
         assert not re.search(r"class (TrainingRun|TuningRun)|ThreadingHTTPServer|import sagemaker_local", text), path
     assert not (ROOT / "module_utils" / "dlfleet_sagemaker_container.py").exists()
+
+
+def test_a_stop_that_comes_while_the_job_writes_its_record_neither_deadlocks_nor_loses_the_record(
+        tmp_path: Path, monkeypatch) -> None:
+    """SIGTERM's handler runs on the thread it interrupts. One that came while the job was saving its record (holding
+    the record's lock) took the lock again and waited for ever: the job never ended, nor did a tuning job waiting for
+    it. Here the handler is called from inside a save, as the signal would run it."""
+    job = tmp_path / "job"
+    job.mkdir()
+    container.write_json(str(job / "request.json"), {"TrainingJobName": "j", "ResourceConfig": {"InstanceCount": 1}})
+    container.write_json(str(job / "record.json"), {"TrainingJobStatus": "InProgress", "SecondaryStatus": "Training"})
+    run = container.TrainingRun(str(job))
+    real_write = container.write_json
+    signalled = []
+
+    def write_then_signal(path, data):
+        real_write(path, data)
+        if not signalled:
+            signalled.append(True)
+            run.on_term(15, None)   # the signal arrives here, before the lock is released
+
+    monkeypatch.setattr(container, "write_json", write_then_signal)
+    monkeypatch.setattr(run, "kill_all", lambda: None)
+    saving = threading.Thread(target=run.save, kwargs={"SecondaryStatus": "Training"}, daemon=True)
+    saving.start()
+    saving.join(timeout=20)
+    assert not saving.is_alive(), "the save never returned: the stop deadlocked on the record's lock"
+    deadline = time.monotonic() + 20
+    while run.record.get("TrainingJobStatus") != "Stopping" and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert run.stop_reason == "Stopped"
+    record = json.loads((job / "record.json").read_text())
+    assert record["TrainingJobStatus"] == "Stopping" and record["SecondaryStatus"] == "Stopping"
+    assert not list(job.glob("record.json.tmp-*"))
+
+
+def test_a_stop_after_the_job_ended_leaves_its_final_status(tmp_path: Path) -> None:
+    job = tmp_path / "job"
+    job.mkdir()
+    container.write_json(str(job / "request.json"), {"TrainingJobName": "j", "ResourceConfig": {"InstanceCount": 1}})
+    container.write_json(str(job / "record.json"), {"TrainingJobStatus": "Completed", "SecondaryStatus": "Completed"})
+    run = container.TrainingRun(str(job))
+    run.stopping()
+    assert json.loads((job / "record.json").read_text())["TrainingJobStatus"] == "Completed"
