@@ -92,3 +92,11 @@ def machine(ansible_playbook: Path | None = None) -> str:
         out = subprocess.run([str(ansible_playbook), "--version"], capture_output=True, text=True)
         words += f"; Python {platform.python_version()}; {out.stdout.splitlines()[0] if out.stdout else 'ansible ?'}"
     return words + ". The box is shared: compare the columns of one round, not runs of other days."
+
+
+def report(path: Path, intro: list[str], runs: dict[str, list[Run]], labels: dict[str, str], verdict: list[str],
+           where: str) -> None:
+    """Write RESULTS.md (the intro, the table, the verdict lines, where it ran) and print its end."""
+    lines = [*intro, "", *table(runs, labels), "", *verdict, "", where, ""]
+    path.write_text("\n".join(lines))
+    print("\n".join(lines[-(len(verdict) + 3):]))

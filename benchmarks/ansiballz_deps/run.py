@@ -24,7 +24,7 @@ from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent))
-from side_by_side import ROOT, alternate, emulator, machine, measure, medians, table  # noqa: E402
+from side_by_side import ROOT, alternate, emulator, machine, measure, medians, report  # noqa: E402
 
 BIN = ROOT / ".venv" / "bin"
 
@@ -50,7 +50,7 @@ def main() -> int:
                           "on": lambda: provision(Path(tmp), env, True)}, args.rounds)
 
     off, on = medians(runs["off"]), medians(runs["on"])
-    lines = [
+    report(args.results, [
         "# provision.yml: the module_utils import cache on and off",
         "",
         f"Measured {dt.datetime.now(dt.UTC):%Y-%m-%d %H:%M} UTC by `benchmarks/ansiballz_deps/run.py`: "
@@ -58,17 +58,10 @@ def main() -> int:
         f"{args.rounds} rounds, off and on alternating in one process, after one warm-up run each. "
         "CPU is the whole ansible-playbook process tree's: its main process, the task workers (where the cache "
         "works) and the module runs (which it does not touch).",
-        "",
-        *table(runs, {"off": "cache off", "on": "cache on"}),
-        "",
+    ], runs, {"off": "cache off", "on": "cache on"}, [
         f"- CPU, on / off: **{on[0] / off[0]:.2f}** ({off[0] - on[0]:.2f} CPU-s less per provision.yml).",
         f"- Wall, on / off: **{on[1] / off[1]:.2f}**.",
-        "",
-        machine(BIN / "ansible-playbook"),
-        "",
-    ]
-    args.results.write_text("\n".join(lines))
-    print("\n".join(lines[-6:]))
+    ], machine(BIN / "ansible-playbook"))
     return 0
 
 

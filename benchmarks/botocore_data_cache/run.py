@@ -21,7 +21,7 @@ from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent))
-from side_by_side import ROOT, alternate, emulator, machine, measure, medians, table  # noqa: E402
+from side_by_side import ROOT, alternate, emulator, machine, measure, medians, report  # noqa: E402
 
 BIN = ROOT / ".venv" / "bin"
 TASKS = {"amazon.aws.ec2_vpc_net_info": {"region": "us-east-1"}, "amazon.aws.s3_bucket_info": {"region": "us-east-1"},
@@ -58,24 +58,17 @@ def main() -> int:
         runs = alternate({"off": lambda: run(path, env, False), "on": lambda: run(path, env, True)}, args.rounds)
 
     off, on = medians(runs["off"]), medians(runs["on"])
-    lines = [
+    report(args.results, [
         "# AWS module runs on the controller: botocore data cache on and off",
         "",
         f"Measured {dt.datetime.now(dt.UTC):%Y-%m-%d %H:%M} UTC by `benchmarks/botocore_data_cache/run.py`: one "
         f"playbook of {runs_n} localhost module runs ({EACH} each of {', '.join(f'`{m}`' for m in TASKS)}) against "
         f"the embedded emulator, {args.rounds} rounds, off and on alternating in one process, after one warm-up "
         "run each. CPU is the whole ansible-playbook process tree's.",
-        "",
-        *table(runs, {"off": "cache off", "on": "cache on"}),
-        "",
+    ], runs, {"off": "cache off", "on": "cache on"}, [
         f"- CPU, on / off: **{on[0] / off[0]:.2f}** ({(off[0] - on[0]) / runs_n:.3f} CPU-s less per module run).",
         f"- Wall, on / off: **{on[1] / off[1]:.2f}**.",
-        "",
-        machine(BIN / "ansible-playbook"),
-        "",
-    ]
-    args.results.write_text("\n".join(lines))
-    print("\n".join(lines[-6:]))
+    ], machine(BIN / "ansible-playbook"))
     return 0
 
 

@@ -27,7 +27,7 @@ from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent))
-from side_by_side import alternate, emulator, machine, measure, medians, table  # noqa: E402
+from side_by_side import alternate, emulator, machine, measure, medians, report  # noqa: E402
 
 DESCRIBE = ("import os, platform, sys\n"
             "maps = open('/proc/self/maps').read() if os.path.exists('/proc/self/maps') else ''\n"
@@ -64,7 +64,7 @@ def main() -> int:
                          args.rounds)
 
     a, b = medians(runs["A"]), medians(runs["B"])
-    lines = [
+    report(args.results, [
         "# The same Ansible work from venvs of two CPython builds",
         "",
         f"Measured {dt.datetime.now(dt.UTC):%Y-%m-%d %H:%M} UTC by `benchmarks/python_build/run.py`: "
@@ -74,17 +74,10 @@ def main() -> int:
         "",
         f"- A: `{args.venv_a}`: {about['A']}",
         f"- B: `{args.venv_b}`: {about['B']}",
-        "",
-        *table(runs, {"A": "A", "B": "B"}),
-        "",
+    ], runs, {"A": "A", "B": "B"}, [
         f"- CPU, B / A: **{b[0] / a[0]:.2f}**.",
         f"- Wall, B / A: **{b[1] / a[1]:.2f}**.",
-        "",
-        machine(),
-        "",
-    ]
-    args.results.write_text("\n".join(lines))
-    print("\n".join(lines[-6:]))
+    ], machine())
     return 0
 
 
